@@ -1,0 +1,135 @@
+"""A stand-in for an amiws relay (DCMIWS) on 127.0.0.1: a WebSocket server that sends frames to
+every connected client, byte for byte, as amiws does (text frames, possibly invalid UTF-8).
+
+Like the seed's test method, any frame a client sends is broadcast to the other clients, so the
+seed's `test_websocket_newchannel.py` works against it unchanged. Tests drive it in-process and
+replay real AMI captures through it.
+
+    python -m devtools.demo_relay --port 7099
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+from collections.abc import Iterable, Mapping
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+
+def envelope(event: Mapping[str, str], server_id: int = 1, server_name: str = "demo-pbx") -> bytes:
+    """Wrap one AMI event as amiws does."""
+    frame = {
+        "type": 3,
+        "server_id": server_id,
+        "server_name": server_name,
+        "ssl": False,
+        "data": dict(event),
+    }
+    return json.dumps(frame, ensure_ascii=False).encode()
+
+
+class DemoRelay:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.clients: set[ServerConnection] = set()
+        self.received: list[bytes] = []
+        self._server: Server | None = None
+        self._joined = asyncio.Condition()
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    async def start(self) -> DemoRelay:
+        self._server = await serve(self._handler, self.host, self.port, max_size=None)
+        self.port = self._server.sockets[0].getsockname()[1]  # type: ignore[index]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        async with self._joined:
+            self.clients.add(ws)
+            self._joined.notify_all()
+        try:
+            async for message in ws:
+                raw = message if isinstance(message, bytes) else message.encode()
+                self.received.append(raw)
+                await self.broadcast(raw, exclude=ws)
+        except Exception:  # a client that breaks off is simply gone
+            pass
+        finally:
+            self.clients.discard(ws)
+
+    async def wait_for_clients(self, count: int = 1, timeout: float = 10.0) -> None:
+        async def enough() -> None:
+            async with self._joined:
+                await self._joined.wait_for(lambda: len(self.clients) >= count)
+
+        await asyncio.wait_for(enough(), timeout)
+
+    async def broadcast(self, raw: bytes, exclude: ServerConnection | None = None) -> int:
+        """Send raw bytes as a TEXT frame (amiws' frame type), valid UTF-8 or not."""
+        sent = 0
+        for client in list(self.clients):
+            if client is exclude:
+                continue
+            try:
+                # The protocol layer sends bytes as a text frame without validating UTF-8.
+                client.protocol.send_text(raw)
+                client.send_data()
+                sent += 1
+            except Exception:
+                self.clients.discard(client)
+        await asyncio.sleep(0)
+        return sent
+
+    async def replay(
+        self,
+        events: Iterable[Mapping[str, str]],
+        *,
+        server_id: int = 1,
+        server_name: str = "demo-pbx",
+        gap: float = 0.0,
+    ) -> int:
+        count = 0
+        for event in events:
+            await self.broadcast(envelope(event, server_id, server_name))
+            count += 1
+            if gap:
+                await asyncio.sleep(gap)
+        return count
+
+    async def drop_clients(self) -> None:
+        """Close every client connection abruptly, as a relay restart would."""
+        for client in list(self.clients):
+            client.transport.abort()  # type: ignore[attr-defined]
+        self.clients.clear()
+
+
+async def _serve(port: int) -> None:
+    relay = await DemoRelay(port=port).start()
+    print(json.dumps({"ready": True, "url": relay.url}), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await relay.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=7099)
+    asyncio.run(_serve(parser.parse_args().port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Where the connector's call events go: Pub/Sub (production) or an HTTP push URL (local runs).
+
+Both keep the events of one call in order (Pub/Sub ordering key = the call) and never block the
+relay readers: `publish()` enqueues and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Protocol
+
+from functions.core.call_event import CallEvent
+from functions.log import fields
+
+log = logging.getLogger("connector.publish")
+
+
+class EventPublisher(Protocol):
+    async def publish(self, event: CallEvent) -> None: ...
+    async def close(self) -> None: ...
+
+
+class PubSubPublisher:
+    """google-cloud-pubsub with message ordering; honours PUBSUB_EMULATOR_HOST like the library."""
+
+    def __init__(self, topic_path: str) -> None:
+        from google.cloud import pubsub_v1
+        from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
+
+        self.topic_path = topic_path
+        self.client = pubsub_v1.PublisherClient(
+            # A ringing call cannot wait for a batch to fill: flush after 1 ms.
+            batch_settings=BatchSettings(max_messages=100, max_latency=0.001),
+            publisher_options=PublisherOptions(enable_message_ordering=True),
+        )
+        self.published = 0
+        self.failed = 0
+
+    async def publish(self, event: CallEvent) -> None:
+        future = self.client.publish(
+            self.topic_path, event.to_json(), ordering_key=event.call_key, **event.attributes()
+        )
+        future.add_done_callback(lambda f, e=event: self._done(f, e))
+
+    def _done(self, future: object, event: CallEvent) -> None:
+        error = future.exception()  # type: ignore[attr-defined]
+        if error is None:
+            self.published += 1
+            return
+        self.failed += 1
+        # An ordering key pauses after a failure until resumed; later events of the call must flow.
+        self.client.resume_publish(self.topic_path, event.call_key)
+        log.error(
+            "publish failed",
+            extra=fields(event_id=event.event_id, error=f"{type(error).__name__}: {error}"[:200]),
+        )
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.client.stop)
+
+
+class PushPublisher:
+    """POSTs each event to a URL as the binary-mode CloudEvent Eventarc would deliver."""
+
+    def __init__(self, url: str, project: str, topic_id: str, timeout: float = 10.0) -> None:
+        import httpx
+
+        self.url = url
+        self.project = project
+        self.topic_id = topic_id
+        self.client = httpx.AsyncClient(timeout=timeout)
+        self._tails: dict[str, asyncio.Task[None]] = {}
+        self.published = 0
+        self.failed = 0
+
+    async def publish(self, event: CallEvent) -> None:
+        previous = self._tails.get(event.call_key)
+        task = asyncio.create_task(self._post_after(previous, event))
+        self._tails[event.call_key] = task
+        task.add_done_callback(lambda t, k=event.call_key: self._forget(k, t))
+
+    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._tails.get(key) is task:
+            del self._tails[key]
+
+    async def _post_after(self, previous: asyncio.Task[None] | None, event: CallEvent) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        from functions.adapters.eventarc_envelope import pubsub_cloudevent
+
+        headers, body = pubsub_cloudevent(
+            event.to_json(),
+            event.attributes(),
+            project=self.project,
+            topic=self.topic_id,
+            message_id=uuid.uuid4().hex,
+            publish_time=datetime.now(UTC),
+            ordering_key=event.call_key,
+        )
+        for attempt in range(3):
+            try:
+                response = await self.client.post(self.url, headers=headers, content=body)
+                if response.status_code < 300:
+                    self.published += 1
+                    return
+                error = f"HTTP {response.status_code}"
+            except Exception as exc:  # any transport error: retry a little, then report
+                error = f"{type(exc).__name__}: {exc}"[:200]
+            await asyncio.sleep(0.2 * 2**attempt)
+        self.failed += 1
+        log.error("push delivery failed", extra=fields(event_id=event.event_id, error=error))
+
+    async def close(self) -> None:
+        if self._tails:
+            await asyncio.gather(*self._tails.values(), return_exceptions=True)
+        await self.client.aclose()

@@ -1,0 +1,101 @@
+"""Reads the app's Firestore collections to find who to ring. Fetch only; rules live in
+functions.core.recipients.
+
+Three round trips at most, the last two in parallel: the `my_extensions` query on the dialled
+number's spellings, then the users' documents (users, settings, forwarding; one batched get) and
+their `fcm_tokens` (one `in` query per 30 users).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from functions.core.call_event import CallEvent
+from functions.core.numbers import spellings
+from functions.core.recipients import (
+    Doc,
+    Selection,
+    forward_doc_id,
+    matching_extensions,
+    select_recipients,
+)
+
+USERS = "users"
+EXTENSIONS = "my_extensions"
+TOKENS = "fcm_tokens"
+SETTINGS = "user_notification_settings"
+FORWARDS = "call_forward_info"
+IN_LIMIT = 30
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class FirestoreDirectory:
+    def __init__(self, client: firestore.Client, pool: ThreadPoolExecutor, region: str) -> None:
+        self.client = client
+        self.pool = pool
+        self.region = region
+
+    def recipients_for(self, event: CallEvent) -> Selection:
+        selection = Selection()
+        query = self.client.collection(EXTENSIONS).where(
+            filter=FieldFilter("accountCode", "in", spellings(event.dialled_number, self.region))
+        )
+        extensions = [(snap.id, snap.to_dict() or {}) for snap in query.stream()]
+        matched = matching_extensions(extensions, event.dialled_number, self.region, selection)
+        if not matched:
+            return selection
+        user_ids = sorted(matched)
+        forward_ids = [
+            forward_doc_id(uid, ext.get("extension"))
+            for uid, ext in matched.items()
+            if isinstance(ext.get("extension"), str)
+        ]
+        docs_future = self.pool.submit(self._get_docs, user_ids, forward_ids)
+        tokens_by_user = self._tokens(user_ids)
+        users, settings, forwards = docs_future.result()
+        return select_recipients(
+            matched,
+            users,
+            settings,
+            forwards,
+            tokens_by_user,
+            relay=event.relay,
+            server_id=event.server_id,
+            selection=selection,
+        )
+
+    def _get_docs(
+        self, user_ids: list[str], forward_ids: list[str]
+    ) -> tuple[dict[str, Doc | None], dict[str, Doc | None], dict[str, Doc | None]]:
+        refs = [self.client.collection(USERS).document(uid) for uid in user_ids]
+        refs += [self.client.collection(SETTINGS).document(uid) for uid in user_ids]
+        refs += [self.client.collection(FORWARDS).document(fid) for fid in forward_ids]
+        found: dict[str, dict[str, Doc | None]] = defaultdict(dict)
+        for snap in self.client.get_all(refs):
+            collection = snap.reference.parent.id
+            found[collection][snap.id] = snap.to_dict() if snap.exists else None
+        return dict(found[USERS]), dict(found[SETTINGS]), dict(found[FORWARDS])
+
+    def _tokens(self, user_ids: list[str]) -> dict[str, list[tuple[str, Doc]]]:
+        by_user: dict[str, list[tuple[str, Doc]]] = defaultdict(list)
+        for chunk in _chunks(user_ids, IN_LIMIT):
+            query = self.client.collection(TOKENS).where(
+                filter=FieldFilter("userId", "in", list(chunk))
+            )
+            for snap in query.stream():
+                doc: dict[str, Any] = snap.to_dict() or {}
+                by_user[doc.get("userId", "")].append((snap.id, doc))
+        return by_user
+
+    def delete_token_doc(self, doc_id: str) -> None:
+        self.client.collection(TOKENS).document(doc_id).delete()

@@ -1,0 +1,143 @@
+"""The connector: one WebSocket per relay, each frame through its call tracker, events published.
+
+Wiring lives in `build_connector`; `Connector` only supervises: it starts, restarts and stops
+relay connections to match the desired set (PBX_RELAYS plus the relays in Firestore `users`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from functions.adapters.event_publishers import EventPublisher
+from functions.adapters.health_server import HealthServer
+from functions.adapters.relay_client import RelayClient
+from functions.adapters.relay_directory import DesiredRelays, UsersRelayWatcher, merge_relays
+from functions.connector.ingest import RelayIngest
+from functions.core.call_tracker import CallTracker
+from functions.core.relays import RelaySpec, relay_from_url
+from functions.log import fields
+from functions.settings import Settings
+
+log = logging.getLogger("connector")
+
+
+@dataclass
+class RelayRuntime:
+    spec: RelaySpec
+    client: RelayClient
+    ingest: RelayIngest
+    task: asyncio.Task[None]
+
+
+class Connector:
+    def __init__(
+        self, settings: Settings, publisher: EventPublisher, firestore_client: Any = None
+    ) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.firestore_client = firestore_client
+        self.static = [relay_from_url(url) for url in settings.pbx_relays]
+        self.relays: dict[str, RelayRuntime] = {}
+        self.started_at = time.time()
+        self.health = HealthServer(self.health_report)
+        self.health_port: int | None = None
+        self._watcher: UsersRelayWatcher | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(self, stop: asyncio.Event, *, host: str = "0.0.0.0") -> None:
+        self._loop = asyncio.get_running_loop()
+        self.health_port = await self.health.start(host, self.settings.port)
+        log.info("connector started", extra=fields(health_port=self.health_port))
+        self.apply(merge_relays(self.static, {}))
+        if self.firestore_client is not None:
+            self._watcher = UsersRelayWatcher(
+                self.firestore_client, self.static, self._apply_threadsafe
+            )
+            self._watcher.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.shutdown()
+
+    def _apply_threadsafe(self, desired: DesiredRelays) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self.apply, desired)
+
+    def apply(self, desired: DesiredRelays) -> None:
+        for endpoint in list(self.relays):
+            if endpoint not in desired or desired[endpoint] != self.relays[endpoint].spec:
+                runtime = self.relays.pop(endpoint)
+                runtime.task.cancel()
+                log.info("relay released", extra=fields(relay=runtime.spec.url))
+        for endpoint, spec in desired.items():
+            if endpoint not in self.relays:
+                self.relays[endpoint] = self._start(spec)
+
+    def _start(self, spec: RelaySpec) -> RelayRuntime:
+        tracker = CallTracker(spec.endpoint, self.settings.trunk_context_prefixes)
+        ingest = RelayIngest(spec.endpoint, tracker, self.settings.max_frame_bytes)
+
+        async def on_frame(payload: bytes) -> None:
+            for event in ingest.on_frame(payload):
+                await self.publisher.publish(event)
+
+        client = RelayClient(spec, on_frame)
+        task = asyncio.create_task(client.run(), name=f"relay {spec.endpoint}")
+        log.info("relay watched", extra=fields(relay=spec.url))
+        return RelayRuntime(spec, client, ingest, task)
+
+    def health_report(self) -> tuple[int, dict[str, Any]]:
+        relays = [
+            {
+                "relay": rt.spec.url,
+                "state": rt.client.status.state,
+                "since": rt.client.status.since,
+                "connects": rt.client.status.connects,
+                "last_error": rt.client.status.last_error,
+                "active_calls": rt.ingest.tracker.active_calls,
+                **rt.ingest.stats.as_dict(),
+            }
+            for rt in sorted(self.relays.values(), key=lambda r: r.spec.endpoint)
+        ]
+        connected = sum(r["state"] == "connected" for r in relays)
+        return 200, {
+            "status": "ok",
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "relays_total": len(relays),
+            "relays_connected": connected,
+            "relays": relays,
+        }
+
+    async def shutdown(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+        tasks = [rt.task for rt in self.relays.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.relays.clear()
+        await self.publisher.close()
+        await self.health.close()
+        log.info("connector stopped")
+
+
+def build_publisher(settings: Settings) -> EventPublisher:
+    from functions.adapters.event_publishers import PubSubPublisher, PushPublisher
+
+    if settings.call_events_push_url:
+        return PushPublisher(settings.call_events_push_url, settings.project, settings.topic_id)
+    return PubSubPublisher(settings.topic_path)
+
+
+def build_firestore_client(settings: Settings) -> Any:
+    from google.cloud import firestore
+
+    return firestore.Client(project=settings.project)
+
+
+def build_connector(settings: Settings) -> Connector:
+    return Connector(settings, build_publisher(settings), build_firestore_client(settings))

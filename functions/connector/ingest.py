@@ -1,0 +1,108 @@
+"""One relay's frames in, call events out: decode, count and log bad frames, follow calls.
+
+Synchronous and free of I/O so the WebSocket reader can call it inline for every frame and stay
+prompt (amiws buffers without limit for a slow reader).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from functions.core.call_event import CallEvent
+from functions.core.call_tracker import CallTracker
+from functions.core.frames import RESPONSE_FRAME_TYPE, Frame, Rejected, decode_frame
+from functions.log import fields, mask_number
+
+log = logging.getLogger("connector.ingest")
+_LOG_EVERY = 100  # after the first few, log one bad frame of each reason per this many
+
+
+@dataclass
+class RelayStats:
+    frames: int = 0
+    events: int = 0
+    repaired: int = 0
+    bad_frames: Counter[str] = field(default_factory=Counter)
+    last_frame_at: float | None = None
+    last_event_at: float | None = None
+    pbx_link: str = ""  # last amiws type-4 message: its own AMI link to the PBX
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "frames": self.frames,
+            "events": self.events,
+            "repaired": self.repaired,
+            "bad_frames": dict(self.bad_frames),
+            "last_frame_at": self.last_frame_at,
+            "last_event_at": self.last_event_at,
+            "pbx_link": self.pbx_link,
+        }
+
+
+class RelayIngest:
+    def __init__(self, relay: str, tracker: CallTracker, max_frame_bytes: int) -> None:
+        self.relay = relay
+        self.tracker = tracker
+        self.max_frame_bytes = max_frame_bytes
+        self.stats = RelayStats()
+
+    def on_frame(self, payload: bytes | str, now: float | None = None) -> list[CallEvent]:
+        now = time.time() if now is None else now
+        self.stats.frames += 1
+        self.stats.last_frame_at = now
+        decoded = decode_frame(payload, max_bytes=self.max_frame_bytes)
+        if isinstance(decoded, Rejected):
+            self._bad(decoded, payload)
+            return []
+        if decoded.repaired:
+            self.stats.repaired += 1
+        if decoded.type == RESPONSE_FRAME_TYPE:
+            self._pbx_link(decoded)
+            return []
+        try:
+            events = self.tracker.feed(decoded, now)
+        except Exception:  # a tracker bug must not take the relay's other calls down with it
+            self.stats.bad_frames["tracker_error"] += 1
+            log.exception("call tracker failed on a frame", extra=fields(relay=self.relay))
+            return []
+        if events:
+            self.stats.events += len(events)
+            self.stats.last_event_at = now
+            for event in events:
+                log.info(
+                    "call event",
+                    extra=fields(
+                        relay=self.relay,
+                        server_id=event.server_id,
+                        linkedid=event.linkedid,
+                        kind=event.kind.value,
+                        caller=mask_number(event.caller_number),
+                        dialled=mask_number(event.dialled_number),
+                    ),
+                )
+        return events
+
+    def _bad(self, rejected: Rejected, payload: bytes | str) -> None:
+        count = self.stats.bad_frames[rejected.reason] + 1
+        self.stats.bad_frames[rejected.reason] = count
+        if count <= 3 or count % _LOG_EVERY == 0:
+            log.warning(
+                "bad frame skipped",
+                extra=fields(
+                    relay=self.relay,
+                    reason=rejected.reason,
+                    detail=rejected.detail,
+                    size=len(payload),
+                    count=count,
+                ),
+            )
+
+    def _pbx_link(self, frame: Frame) -> None:
+        message = frame.data.get("Message", "") or frame.data.get("Response", "")
+        if message and message != self.stats.pbx_link:
+            self.stats.pbx_link = message
+            level = logging.WARNING if "fail" in message.lower() else logging.INFO
+            log.log(level, "relay PBX link", extra=fields(relay=self.relay, message=message))

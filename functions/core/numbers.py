@@ -1,0 +1,81 @@
+"""Phone-number normalization with `phonenumbers`: one canonical form per number, and the
+spellings an admin may have typed, for an indexed Firestore `in` query.
+
+"010-1234-5678", "+82-10-1234-5678" and "01012345678" are the same number: all normalize to
+E.164 "+821012345678". Short internal numbers ("1010") that are not phone numbers normalize to
+their digits.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import phonenumbers
+from phonenumbers import PhoneNumberFormat
+
+MAX_QUERY_VARIANTS = 30  # Firestore's limit for an `in` filter
+
+
+def _digits(text: str) -> str:
+    return "".join(c for c in text if c.isdigit())
+
+
+@lru_cache(maxsize=4096)
+def _parse(number: str, region: str) -> phonenumbers.PhoneNumber | None:
+    text = number.strip()
+    if text.startswith("00"):  # international dialling prefix used by some trunks
+        text = "+" + text[2:]
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    # Short internal numbers ("1010") are "possible" in some regions: demand a valid number, or
+    # a possible one long enough to be a phone number (ranges newer than the metadata).
+    if phonenumbers.is_valid_number(parsed):
+        return parsed
+    long_enough = len(str(parsed.national_number)) >= 8
+    return parsed if long_enough and phonenumbers.is_possible_number(parsed) else None
+
+
+def normalize(number: str, region: str = "KR") -> str:
+    """E.164 when it is a possible phone number, else its digits (extensions, short codes)."""
+    parsed = _parse(number, region)
+    if parsed is None:
+        return _digits(number)
+    return phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
+
+
+def same_number(a: str, b: str, region: str = "KR") -> bool:
+    na, nb = normalize(a, region), normalize(b, region)
+    return bool(na) and na == nb
+
+
+def spellings(number: str, region: str = "KR") -> list[str]:
+    """Ways the same number is commonly written, the given spelling first (at most 30)."""
+    out: list[str] = []
+
+    def add(value: str) -> None:
+        if value and value not in out and len(out) < MAX_QUERY_VARIANTS:
+            out.append(value)
+
+    add(number)
+    add(number.strip())
+    add(_digits(number))
+    parsed = _parse(number, region)
+    if parsed is not None:
+        e164 = phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
+        national = phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL)
+        international = phonenumbers.format_number(parsed, PhoneNumberFormat.INTERNATIONAL)
+        add(e164)
+        add(e164[1:])
+        add(_digits(national))
+        for text in (national, international):
+            add(text)
+            add(text.replace("-", " "))
+            add(text.replace(" ", "-"))
+            add(text.replace("-", "").replace(" ", ""))
+            add(text.replace("-", ".").replace(" ", "."))
+        cc = str(parsed.country_code)
+        add("00" + e164[1:])
+        add(f"+{cc}-" + international.split(" ", 1)[-1].replace(" ", "-"))
+    return out

@@ -1,0 +1,77 @@
+"""Wires the notifier once per process: settings, Firestore, firebase-admin, thread pool."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from functions.core.call_event import CallEvent, InvalidCallEvent, parse_call_event
+from functions.log import configure_logging, fields
+from functions.notifier.service import Notifier, Report
+from functions.settings import Settings, load_settings
+
+log = logging.getLogger("notifier")
+_lock = threading.Lock()
+_notifier: Notifier | None = None
+
+
+def build_notifier(settings: Settings) -> Notifier:
+    # Imported here: the heavy clients load once, on the first event, not at import time.
+    from google.cloud import firestore
+
+    from functions.adapters.background_loop import BackgroundLoop
+    from functions.adapters.fcm_sender import FcmSender, init_firebase_app
+    from functions.adapters.firestore_directory import FirestoreDirectory
+    from functions.adapters.history_store import HistoryStore
+
+    pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="firestore")
+    client = firestore.Client(project=settings.project)
+    app = init_firebase_app(settings.project, settings.fcm_endpoint)
+    return Notifier(
+        directory=FirestoreDirectory(client, pool, settings.default_region),
+        sender=FcmSender(app, BackgroundLoop("fcm")),
+        history=HistoryStore(client, pool),
+        ring_window=settings.ring_window_seconds,
+    )
+
+
+def notifier() -> Notifier:
+    global _notifier
+    with _lock:
+        if _notifier is None:
+            settings = load_settings()
+            configure_logging(settings.log_level, component="notifier")
+            _notifier = build_notifier(settings)
+        return _notifier
+
+
+def decode_pubsub_event(data: Any) -> CallEvent:
+    """The call event inside a `google.cloud.pubsub.topic.v1.messagePublished` CloudEvent."""
+    if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
+        raise InvalidCallEvent("CloudEvent data has no Pub/Sub message")
+    encoded = data["message"].get("data")
+    if not isinstance(encoded, str):
+        raise InvalidCallEvent("Pub/Sub message has no data")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidCallEvent("Pub/Sub message data is not base64") from None
+    return parse_call_event(raw)
+
+
+def handle_cloud_event(cloud_event: Any) -> Report | None:
+    """Returns normally to acknowledge; raises to have the platform retry."""
+    service = notifier()
+    try:
+        event = decode_pubsub_event(cloud_event.data)
+    except InvalidCallEvent as exc:
+        log.error(
+            "malformed call event dropped",
+            extra=fields(reason=str(exc), cloud_event_id=cloud_event.get("id")),
+        )
+        return None
+    return service.handle(event)

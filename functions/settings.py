@@ -1,0 +1,119 @@
+"""Typed settings, read once from the environment.
+
+Both processes (connector and notifier) call `load_settings()` at start-up; nothing else in the
+package reads `os.environ`. A bad value fails loudly at start, never in the middle of a call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# The production environment each deployed workload reads (infra/ tests assert Terraform sets
+# every one of them). Local-only overrides (emulators, FCM_ENDPOINT, CALL_EVENTS_PUSH_URL) and
+# PORT (set by Cloud Run itself) are deliberately not listed.
+CONNECTOR_ENV_VARS: tuple[str, ...] = (
+    "GOOGLE_CLOUD_PROJECT",
+    "CALL_EVENTS_TOPIC",
+    "PBX_RELAYS",
+    "TRUNK_CONTEXT_PREFIXES",
+    "RING_WINDOW_SECONDS",
+    "DEFAULT_REGION",
+    "LOG_LEVEL",
+)
+NOTIFIER_ENV_VARS: tuple[str, ...] = (
+    "GOOGLE_CLOUD_PROJECT",
+    "RING_WINDOW_SECONDS",
+    "DEFAULT_REGION",
+    "LOG_LEVEL",
+    "MISSED_CALL_NOTIFICATIONS",
+)
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value the product cannot use."""
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    project: str
+    call_events_topic: str = "call-events"
+    call_events_push_url: str | None = None
+    fcm_endpoint: str | None = None
+    pbx_relays: tuple[str, ...] = ()
+    trunk_context_prefixes: tuple[str, ...] = ("trk",)
+    ring_window_seconds: int = 60
+    default_region: str = "KR"
+    port: int = 8080
+    log_level: str = "INFO"
+    missed_call_notifications: bool = True
+    # Frames larger than this are dropped with a log line; the connection carries on.
+    max_frame_bytes: int = 256 * 1024
+
+    @property
+    def topic_path(self) -> str:
+        if self.call_events_topic.startswith("projects/"):
+            return self.call_events_topic
+        return f"projects/{self.project}/topics/{self.call_events_topic}"
+
+    @property
+    def topic_id(self) -> str:
+        return self.topic_path.rsplit("/", 1)[-1]
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    project = (env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT") or "").strip()
+    if not project:
+        raise SettingsError("GOOGLE_CLOUD_PROJECT is required")
+    relays = _csv(env.get("PBX_RELAYS", ""))
+    for url in relays:
+        if not url.startswith(("ws://", "wss://")):
+            raise SettingsError("PBX_RELAYS entries must start with ws:// or wss://")
+    prefixes = _csv(env.get("TRUNK_CONTEXT_PREFIXES", "")) or ("trk",)
+    level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    return Settings(
+        project=project,
+        call_events_topic=env.get("CALL_EVENTS_TOPIC", "").strip() or "call-events",
+        call_events_push_url=env.get("CALL_EVENTS_PUSH_URL", "").strip() or None,
+        fcm_endpoint=env.get("FCM_ENDPOINT", "").strip().rstrip("/") or None,
+        pbx_relays=relays,
+        trunk_context_prefixes=prefixes,
+        ring_window_seconds=_int(env, "RING_WINDOW_SECONDS", 60),
+        default_region=(env.get("DEFAULT_REGION", "").strip() or "KR").upper(),
+        port=_int(env, "PORT", 8080, minimum=0),
+        log_level=level,
+        missed_call_notifications=_bool(env, "MISSED_CALL_NOTIFICATIONS", True),
+        max_frame_bytes=_int(env, "MAX_FRAME_BYTES", 256 * 1024),
+    )
