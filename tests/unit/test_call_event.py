@@ -5,10 +5,19 @@ import pytest
 
 from functions.core.call_event import CallEvent, InvalidCallEvent, Kind, parse_call_event
 
-EVENT = CallEvent(kind=Kind.RINGING, relay="pbx:7099", server_id=1, linkedid="1.677",
-                  caller_number="01026132471", caller_name="김철수", dialled_number="07045144801",
-                  channel="PJSIP/x", occurred_at=1762257300.25, detected_at=1762257300.5,
-                  server_name="dcrm")
+EVENT = CallEvent(
+    kind=Kind.RINGING,
+    relay="pbx:7099",
+    server_id=1,
+    linkedid="1.677",
+    caller_number="01026132471",
+    caller_name="김철수",
+    dialled_number="07045144801",
+    channel="PJSIP/x",
+    occurred_at=1762257300.25,
+    detected_at=1762257300.5,
+    server_name="dcrm",
+)
 
 
 def test_round_trip_keeps_every_field():

@@ -5,8 +5,15 @@ from functions.core.numbers import MAX_QUERY_VARIANTS, normalize, same_number, s
 
 @pytest.mark.parametrize(
     "spelling",
-    ["010-1234-5678", "+82-10-1234-5678", "01012345678", "+821012345678", "010 1234 5678",
-     "0082 10 1234 5678", "82-10-1234-5678"],
+    [
+        "010-1234-5678",
+        "+82-10-1234-5678",
+        "01012345678",
+        "+821012345678",
+        "010 1234 5678",
+        "0082 10 1234 5678",
+        "82-10-1234-5678",
+    ],
 )
 def test_korean_mobile_spellings_are_one_number(spelling):
     assert normalize(spelling) == "+821012345678"
@@ -40,5 +47,10 @@ def test_spellings_cover_what_admins_type_and_fit_one_in_query(number):
 
 def test_spellings_of_the_seed_number_include_the_usual_formats():
     variants = set(spellings("07045144801"))
-    assert {"07045144801", "070-4514-4801", "+827045144801", "+82-70-4514-4801",
-            "+82 70-4514-4801"} <= variants
+    assert {
+        "07045144801",
+        "070-4514-4801",
+        "+827045144801",
+        "+82-70-4514-4801",
+        "+82 70-4514-4801",
+    } <= variants

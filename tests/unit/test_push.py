@@ -16,9 +16,18 @@ NOW = 1762257300.5
 
 
 def event(**overrides):
-    base = dict(kind=Kind.RINGING, relay="pbx:7099", server_id=1, linkedid="1762257300.677",
-                caller_number="01026132471", caller_name="김철수", dialled_number="07045144801",
-                channel="PJSIP/DKCT-000001b1", occurred_at=1762257300.238151, detected_at=NOW)
+    base = dict(
+        kind=Kind.RINGING,
+        relay="pbx:7099",
+        server_id=1,
+        linkedid="1762257300.677",
+        caller_number="01026132471",
+        caller_name="김철수",
+        dialled_number="07045144801",
+        channel="PJSIP/DKCT-000001b1",
+        occurred_at=1762257300.238151,
+        detected_at=NOW,
+    )
     return CallEvent(**{**base, **overrides})
 
 
@@ -55,12 +64,16 @@ def test_incoming_push_has_the_apps_fields_all_strings():
 
 @pytest.mark.parametrize(
     ("name", "number", "shown"),
-    [("", "010-1234-5678", "010-1234-5678"), ("홍길동 부장님", "010-1234-5678", "홍길동 부장님"),
-     ("", "+82-10-1234-5678", "+82-10-1234-5678")],
+    [
+        ("", "010-1234-5678", "010-1234-5678"),
+        ("홍길동 부장님", "010-1234-5678", "홍길동 부장님"),
+        ("", "+82-10-1234-5678", "+82-10-1234-5678"),
+    ],
 )
 def test_seed_scenarios_caller_display(name, number, shown):
-    push = incoming_push(event(caller_name=name, caller_number=number), RECIPIENT, DEVICE,
-                         now=NOW, ring_window=60)
+    push = incoming_push(
+        event(caller_name=name, caller_number=number), RECIPIENT, DEVICE, now=NOW, ring_window=60
+    )
     assert push.body == shown and push.data["caller_name"] == shown
     assert push.data["caller_number"] == number
 
@@ -79,8 +92,7 @@ def test_collapse_ids_differ_per_call_and_per_pbx():
 
 
 def test_huge_names_are_clipped_under_fcms_limit():
-    push = incoming_push(event(caller_name="가" * 5000), RECIPIENT, DEVICE, now=NOW,
-                         ring_window=60)
+    push = incoming_push(event(caller_name="가" * 5000), RECIPIENT, DEVICE, now=NOW, ring_window=60)
     assert payload_size(push) < FCM_PAYLOAD_LIMIT
     assert push.data["caller_name"].endswith("…")
 

@@ -7,13 +7,22 @@ from functions.core.recipients import (
 )
 
 RELAY = "pbx.example.com:7099"
-USER = {"websocketServerUrl": "pbx.example.com", "websocketServerPort": 7099, "amiServerId": 1,
-        "companyName": "ACME"}
+USER = {
+    "websocketServerUrl": "pbx.example.com",
+    "websocketServerPort": 7099,
+    "amiServerId": 1,
+    "companyName": "ACME",
+}
 
 
 def ext(uid, code, extension="1010"):
-    return {"userId": uid, "accountCode": code, "extension": extension,
-            "externalCidName": "ACME 대표", "externalCidNumber": "070-4514-4801"}
+    return {
+        "userId": uid,
+        "accountCode": code,
+        "extension": extension,
+        "externalCidName": "ACME 대표",
+        "externalCidNumber": "070-4514-4801",
+    }
 
 
 def token(uid, value, **extra):
@@ -23,9 +32,15 @@ def token(uid, value, **extra):
 def test_number_matches_in_any_format_and_every_owner_is_found():
     selection = Selection()
     matched = matching_extensions(
-        [("e1", ext("u1", "070-4514-4801")), ("e2", ext("u2", "+82-70-4514-4801")),
-         ("e3", ext("u3", "07045144802")), ("e4", {"userId": 5, "accountCode": "x"})],
-        "07045144801", "KR", selection,
+        [
+            ("e1", ext("u1", "070-4514-4801")),
+            ("e2", ext("u2", "+82-70-4514-4801")),
+            ("e3", ext("u3", "07045144802")),
+            ("e4", {"userId": 5, "accountCode": "x"}),
+        ],
+        "07045144801",
+        "KR",
+        selection,
     )
     assert sorted(matched) == ["u1", "u2"]
     assert [(s.subject, s.reason) for s in selection.skipped] == [("e4", "bad_extension_document")]
@@ -34,7 +49,9 @@ def test_number_matches_in_any_format_and_every_owner_is_found():
 def test_first_extension_document_wins_for_a_user_with_two_matches():
     matched = matching_extensions(
         [("b", ext("u1", "07045144801", "2000")), ("a", ext("u1", "070-4514-4801", "1000"))],
-        "07045144801", "KR", Selection(),
+        "07045144801",
+        "KR",
+        Selection(),
     )
     assert matched["u1"]["extension"] == "1000"
 
@@ -85,13 +102,19 @@ def test_devices_filter_dummy_unapproved_inactive_and_duplicates():
     )
     assert [d.token for d in devices] == ["tok-a", "tok-b"]
     assert {s.reason for s in selection.skipped} == {
-        "web_dummy_token", "device_not_approved", "device_inactive", "bad_token_document"
+        "web_dummy_token",
+        "device_not_approved",
+        "device_inactive",
+        "bad_token_document",
     }
 
 
 def test_select_recipients_end_to_end_rules():
-    matched = {"u1": ext("u1", "07045144801"), "u2": ext("u2", "07045144801", "1011"),
-               "u3": ext("u3", "07045144801")}
+    matched = {
+        "u1": ext("u1", "07045144801"),
+        "u2": ext("u2", "07045144801", "1011"),
+        "u3": ext("u3", "07045144801"),
+    }
     users = {"u1": USER, "u2": USER, "u3": {**USER, "isActive": False}}
     tokens = {"u1": [("t1", token("u1", "tok-1"))], "u3": [("t3", token("u3", "tok-3"))]}
     forwards = {"u1_1010": {"isEnabled": True, "destinationNumber": "010-1111-2222"}}
@@ -103,5 +126,6 @@ def test_select_recipients_end_to_end_rules():
     assert recipient.forward_enabled and recipient.forward_destination == "010-1111-2222"
     assert recipient.company_name == "ACME" and recipient.extension == "1010"
     assert {(s.subject, s.reason) for s in selection.skipped} == {
-        ("u2", "no_devices"), ("u3", "suspended")
+        ("u2", "no_devices"),
+        ("u3", "suspended"),
     }

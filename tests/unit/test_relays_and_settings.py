@@ -5,9 +5,15 @@ from functions.settings import SettingsError, load_settings
 
 
 def test_app_fields_give_url_and_identity():
-    spec = relay_from_user({"websocketServerUrl": "PBX.Example.com", "websocketServerPort": 7100,
-                            "websocketUseSSL": True, "websocketHttpAuthId": "id",
-                            "websocketHttpAuthPassword": "secret"})
+    spec = relay_from_user(
+        {
+            "websocketServerUrl": "PBX.Example.com",
+            "websocketServerPort": 7100,
+            "websocketUseSSL": True,
+            "websocketHttpAuthId": "id",
+            "websocketHttpAuthPassword": "secret",
+        }
+    )
     assert spec.url == "wss://pbx.example.com:7100" and spec.endpoint == "pbx.example.com:7100"
     assert (spec.auth_id, spec.auth_password) == ("id", "secret")
     assert "secret" not in repr(spec)
@@ -47,11 +53,21 @@ def test_credentials_in_env_url_are_kept_out_of_the_url():
 def test_settings_defaults_and_parsing():
     s = load_settings({"GOOGLE_CLOUD_PROJECT": "p"})
     assert (s.ring_window_seconds, s.trunk_context_prefixes, s.call_events_topic) == (
-        60, ("trk",), "call-events")
+        60,
+        ("trk",),
+        "call-events",
+    )
     assert s.topic_path == "projects/p/topics/call-events"
-    s = load_settings({"GOOGLE_CLOUD_PROJECT": "p", "TRUNK_CONTEXT_PREFIXES": "from-pstn, trk ,",
-                       "PBX_RELAYS": "ws://a:1,wss://b", "RING_WINDOW_SECONDS": "45",
-                       "FCM_ENDPOINT": "http://127.0.0.1:9/", "CALL_EVENTS_TOPIC": "projects/q/topics/t"})
+    s = load_settings(
+        {
+            "GOOGLE_CLOUD_PROJECT": "p",
+            "TRUNK_CONTEXT_PREFIXES": "from-pstn, trk ,",
+            "PBX_RELAYS": "ws://a:1,wss://b",
+            "RING_WINDOW_SECONDS": "45",
+            "FCM_ENDPOINT": "http://127.0.0.1:9/",
+            "CALL_EVENTS_TOPIC": "projects/q/topics/t",
+        }
+    )
     assert s.trunk_context_prefixes == ("from-pstn", "trk")
     assert s.pbx_relays == ("ws://a:1", "wss://b") and s.ring_window_seconds == 45
     assert s.fcm_endpoint == "http://127.0.0.1:9" and s.topic_path == "projects/q/topics/t"
@@ -59,10 +75,13 @@ def test_settings_defaults_and_parsing():
 
 @pytest.mark.parametrize(
     "env",
-    [{}, {"GOOGLE_CLOUD_PROJECT": "p", "RING_WINDOW_SECONDS": "soon"},
-     {"GOOGLE_CLOUD_PROJECT": "p", "RING_WINDOW_SECONDS": "0"},
-     {"GOOGLE_CLOUD_PROJECT": "p", "PBX_RELAYS": "http://x"},
-     {"GOOGLE_CLOUD_PROJECT": "p", "MISSED_CALL_NOTIFICATIONS": "maybe"}],
+    [
+        {},
+        {"GOOGLE_CLOUD_PROJECT": "p", "RING_WINDOW_SECONDS": "soon"},
+        {"GOOGLE_CLOUD_PROJECT": "p", "RING_WINDOW_SECONDS": "0"},
+        {"GOOGLE_CLOUD_PROJECT": "p", "PBX_RELAYS": "http://x"},
+        {"GOOGLE_CLOUD_PROJECT": "p", "MISSED_CALL_NOTIFICATIONS": "maybe"},
+    ],
 )
 def test_bad_settings_fail_at_start(env):
     with pytest.raises(SettingsError):

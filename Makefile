@@ -1,0 +1,48 @@
+# Two commands do all set-up on a fresh machine: `make dev` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install dev call test test-unit test-integration lint format bench infra-check clean
+
+install: $(STAMP) node_modules/.package-lock.json
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+dev: install  ## run the whole product locally (emulators, relay, connector, notifier)
+	$(PY) -m devtools.dev
+
+call: install  ## with `make dev` running: send the seed's sample call, print its pushes
+	$(PY) -m devtools.send_call
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check functions main.py
+
+format: install
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format functions main.py
+
+test-unit: install
+	$(PY) -m pytest tests/unit -q
+
+test-integration: install
+	$(PY) -m pytest tests/integration tests/devtools -q
+
+infra-check: install
+	bash infra/check.sh
+
+test: install lint  ## every test: unit, integration (real emulators), infra checks
+	$(PY) -m pytest -q --ignore=tests/infra
+	bash infra/check.sh
+
+clean:
+	rm -rf $(VENV) .venv-infra node_modules .pytest_cache .ruff_cache

@@ -1,0 +1,195 @@
+"""`make dev`: the whole product on this machine, on 127.0.0.1, until Ctrl-C.
+
+Starts the Firestore emulator, seeds the demo company (devtools/demo_data.py), a demo amiws relay,
+the local FCM endpoint, the notifier under functions-framework, a local Pub/Sub endpoint that
+pushes to the notifier as Eventarc does, and the connector publishing with the real Pub/Sub
+client. Then `make call` sends the seed's sample call and prints the pushes it produced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tests.support import wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "demo-makecall"
+PORTS = {
+    "firestore": int(os.environ.get("DEV_FIRESTORE_PORT", 8080)),
+    "firestore_control": int(os.environ.get("DEV_FIRESTORE_CONTROL_PORT", 8081)),
+    "pubsub": int(os.environ.get("DEV_PUBSUB_PORT", 8085)),
+    "notifier": int(os.environ.get("DEV_NOTIFIER_PORT", 8090)),
+    "connector": int(os.environ.get("DEV_CONNECTOR_PORT", 8070)),
+    "fcm": int(os.environ.get("DEV_FCM_PORT", 9099)),
+    "relay": int(os.environ.get("DEV_RELAY_PORT", 7099)),
+}
+COLORS = {"firestore": 90, "relay": 36, "fcm": 32, "notifier": 35, "pubsub": 34, "connector": 33}
+
+
+def _pretty(line: str) -> str:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(entry, dict) or "message" not in entry:
+        return line
+    skip = {"message", "severity", "time", "logger", "logging.googleapis.com/labels"}
+    extras = " ".join(
+        f"{k}={json.dumps(v, ensure_ascii=False)}"
+        for k, v in entry.items()
+        if k not in skip and v not in (None, {}, "")
+    )
+    return f"{entry.get('severity', ''):7} {entry['message']}  {extras}"
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "GOOGLE_CLOUD_PROJECT": PROJECT,
+            "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{PORTS['firestore']}",
+        }
+
+    def start(self, name: str, args: list[str], port: int | None, **env: str) -> None:
+        proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env={**self.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
+        self.procs.append((name, proc))
+        threading.Thread(target=self._echo, args=(name, proc), daemon=True).start()
+        if port is not None:
+            wait_for_port(port, timeout=60, proc=proc)
+
+    @staticmethod
+    def _echo(name: str, proc: subprocess.Popen) -> None:
+        color = COLORS.get(name, 0)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            if not line or "chttp2_transport" in line:
+                continue
+            print(f"\033[{color}m{name:>9}\033[0m | {_pretty(line)}", flush=True)
+
+    def stop(self) -> None:
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def main() -> int:
+    py = sys.executable
+    stack = Stack()
+    try:
+        stack.start(
+            "firestore",
+            [
+                "node",
+                "devtools/firestore_emulator.mjs",
+                "--port",
+                str(PORTS["firestore"]),
+                "--control-port",
+                str(PORTS["firestore_control"]),
+            ],
+            PORTS["firestore"],
+        )
+        os.environ["FIRESTORE_EMULATOR_HOST"] = stack.env["FIRESTORE_EMULATOR_HOST"]
+        from google.cloud import firestore
+
+        from devtools.demo_data import seed
+
+        count = seed(firestore.Client(project=PROJECT), "127.0.0.1", PORTS["relay"])
+        print(f"     seed | {count} demo documents written (users, my_extensions, fcm_tokens, ...)")
+        stack.start(
+            "relay",
+            [py, "-m", "devtools.demo_relay", "--port", str(PORTS["relay"])],
+            PORTS["relay"],
+        )
+        stack.start(
+            "fcm", [py, "-m", "devtools.fake_fcm", "--port", str(PORTS["fcm"])], PORTS["fcm"]
+        )
+        stack.start(
+            "notifier",
+            [
+                py,
+                "-m",
+                "functions_framework",
+                "--target",
+                "on_call_event",
+                "--signature-type",
+                "cloudevent",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(PORTS["notifier"]),
+            ],
+            PORTS["notifier"],
+            FCM_ENDPOINT=f"http://127.0.0.1:{PORTS['fcm']}",
+        )
+        notifier_url = f"http://127.0.0.1:{PORTS['notifier']}/"
+        stack.start(
+            "pubsub",
+            [
+                py,
+                "-m",
+                "devtools.fake_pubsub",
+                "--port",
+                str(PORTS["pubsub"]),
+                "--project",
+                PROJECT,
+                "--push-url",
+                notifier_url,
+            ],
+            PORTS["pubsub"],
+        )
+        stack.start(
+            "connector",
+            [py, "-m", "functions.connector"],
+            PORTS["connector"],
+            PORT=str(PORTS["connector"]),
+            CALL_EVENTS_TOPIC="call-events",
+            PUBSUB_EMULATOR_HOST=f"127.0.0.1:{PORTS['pubsub']}",
+        )
+        time.sleep(1.0)
+        print(
+            "\n  The stack is up (all on 127.0.0.1):\n"
+            f"    relay (amiws stand-in)  ws://127.0.0.1:{PORTS['relay']}\n"
+            f"    connector health        http://127.0.0.1:{PORTS['connector']}/healthz\n"
+            f"    notifier (on_call_event) {notifier_url}\n"
+            f"    local FCM endpoint      http://127.0.0.1:{PORTS['fcm']}/__fake/messages\n"
+            f"    Firestore emulator      127.0.0.1:{PORTS['firestore']}\n"
+            "\n  In another terminal:  make call    (the seed's sample call; prints its pushes)\n"
+            "  Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        while all(proc.poll() is None for _, proc in stack.procs):
+            time.sleep(0.5)
+        dead = [name for name, proc in stack.procs if proc.poll() is not None]
+        print(f"stopping: {', '.join(dead)} exited", flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
