@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 
 from google.api_core.exceptions import AlreadyExists
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
-from functions.core.call_event import CallEvent
+from functions.core.call_event import CallEvent, Kind
 from functions.core.recipients import Recipient
 
 HISTORY = "call_history"
@@ -64,6 +65,26 @@ class HistoryStore:
             futures.append(self.pool.submit(self._create, ref, doc))
         return sum(f.result() for f in futures)
 
+    def _docs(self, linkedid: str) -> list[firestore.DocumentSnapshot]:
+        base = linkedid.replace("/", "_")
+        query = self.client.collection(HISTORY).where(
+            filter=FieldFilter("linkedid", "==", linkedid)
+        )
+        return [s for s in query.stream() if s.id == base or s.id.startswith(base + "_")]
+
+    def record_outcome(self, event: CallEvent, action: str) -> int:
+        updated = 0
+        batch = self.client.batch()
+        for snap in self._docs(event.linkedid):
+            doc = snap.to_dict() or {}
+            changes = outcome_changes(event, action, doc)
+            if changes:
+                batch.update(snap.reference, changes)
+                updated += 1
+        if updated:
+            batch.commit()
+        return updated
+
     @staticmethod
     def _create(ref: firestore.DocumentReference, doc: dict) -> bool:
         try:
@@ -71,3 +92,23 @@ class HistoryStore:
         except AlreadyExists:
             return False
         return True
+
+
+def outcome_changes(event: CallEvent, action: str, doc: dict) -> dict:
+    """Field changes for one history document; never undoes what the app or an earlier event
+    recorded (a "confirmed" status, the first cancel)."""
+    when = datetime.fromtimestamp(event.occurred_at, UTC)
+    changes: dict = {}
+    if not doc.get("cancelled"):
+        changes.update(cancelled=True, cancelledAt=firestore.SERVER_TIMESTAMP, cancelledBy=action)
+    if event.kind is Kind.ANSWERED:
+        if doc.get("status") in (None, "missed", "fcm_notification"):
+            changes["status"] = "device_answered"
+        if "answeredAt" not in doc:
+            changes.update(answeredAt=when, answeredBy=event.answered_by)
+    elif event.kind is Kind.ENDED and "endedAt" not in doc:
+        changes.update(endedAt=when, outcome=event.outcome)
+        answered_at = doc.get("answeredAt")
+        if isinstance(answered_at, datetime):
+            changes["duration"] = max(0, int((when - answered_at).total_seconds()))
+    return changes

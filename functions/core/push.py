@@ -149,3 +149,19 @@ def payload_size(push: Push) -> int:
     """Bytes FCM counts against its 4 KB limit: data plus notification text."""
     body = {"data": push.data, "title": push.title or "", "body": push.body or ""}
     return len(orjson.dumps(body))
+
+
+# Why the phones stop ringing, sent as the cancel push's `action` and `cancelledBy`.
+CANCEL_ACTIONS = {
+    "answered": "answered_elsewhere",  # a desk phone, queue agent or another device picked up
+    "caller_abandoned": "caller_hung_up",
+    "no_answer": "no_answer",
+    "busy": "rejected",
+    "unknown": "call_ended",
+}
+
+
+def cancel_action(kind: str, outcome: str) -> str:
+    if kind == "answered":
+        return CANCEL_ACTIONS["answered"]
+    return CANCEL_ACTIONS.get(outcome, "call_ended")

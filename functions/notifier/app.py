@@ -27,6 +27,7 @@ def build_notifier(settings: Settings) -> Notifier:
     from functions.adapters.fcm_sender import FcmSender, init_firebase_app
     from functions.adapters.firestore_directory import FirestoreDirectory
     from functions.adapters.history_store import HistoryStore
+    from functions.adapters.ledger_store import LedgerStore
 
     pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="firestore")
     client = firestore.Client(project=settings.project)
@@ -35,7 +36,9 @@ def build_notifier(settings: Settings) -> Notifier:
         directory=FirestoreDirectory(client, pool, settings.default_region),
         sender=FcmSender(app, BackgroundLoop("fcm")),
         history=HistoryStore(client, pool),
+        ledger=LedgerStore(client),
         ring_window=settings.ring_window_seconds,
+        missed_notifications=settings.missed_call_notifications,
     )
 
 

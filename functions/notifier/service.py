@@ -1,5 +1,11 @@
 """What the notifier does with one call event. Talks to its adapters through small protocols, so
-the rules read top to bottom and the wiring (functions.notifier.app) decides what is real."""
+the rules read top to bottom and the wiring (functions.notifier.app) decides what is real.
+
+- ringing: find the recipients, claim their devices in the call's ledger (a device already served
+  by an earlier delivery or another instance is skipped), send, record, create history.
+- answered / ended: mark the call over, send a cancel to every device that got the incoming push
+  (plus a missed-call notification when nobody answered), update history.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +18,23 @@ from typing import Protocol
 
 from functions.adapters.fcm_sender import Outcome, SendResult
 from functions.core.call_event import CallEvent, Kind
-from functions.core.push import Push, incoming_push, remaining_ring_seconds
-from functions.core.recipients import Recipient, Selection
+from functions.core.call_event import Outcome as CallOutcome
+from functions.core.ledger import DeviceRef
+from functions.core.push import (
+    Push,
+    cancel_action,
+    cancel_push,
+    incoming_push,
+    missed_push,
+    remaining_ring_seconds,
+)
+from functions.core.recipients import Device, Recipient, Selection
 from functions.log import fields, mask_number, mask_token
 
 log = logging.getLogger("notifier")
 
 MAX_SEND_ATTEMPTS = 4
+CANCEL_RETRY_SECONDS = 30.0  # a cancel or missed notice is worth retrying a little longer
 
 
 class Directory(Protocol):
@@ -32,6 +48,19 @@ class Sender(Protocol):
 
 class History(Protocol):
     def record_incoming(self, event: CallEvent, recipients: Sequence[Recipient]) -> int: ...
+    def record_outcome(self, event: CallEvent, action: str) -> int: ...
+
+
+class Ledger(Protocol):
+    def claim_ring(
+        self, event: CallEvent, candidates: Sequence[DeviceRef], now: float
+    ) -> tuple[list[DeviceRef], bool]: ...
+    def finish_ring(
+        self, event: CallEvent, sent: Sequence[DeviceRef], failed: Sequence[DeviceRef], now: float
+    ) -> tuple[list[DeviceRef], CallEvent | None]: ...
+    def close_call(
+        self, event: CallEvent, action: str, now: float
+    ) -> tuple[list[DeviceRef], bool]: ...
 
 
 @dataclass
@@ -46,7 +75,16 @@ class Report:
     pruned: int = 0
     attempts: int = 0
     dropped_reason: str = ""
+    action: str = ""
     latency_ms: float | None = None
+
+
+def _ref(recipient: Recipient, device: Device) -> DeviceRef:
+    return DeviceRef(device.token, device.doc_id, recipient.user_id)
+
+
+def _device(ref: DeviceRef) -> Device:
+    return Device(ref.doc_id, ref.token)
 
 
 @dataclass
@@ -54,7 +92,9 @@ class Notifier:
     directory: Directory
     sender: Sender
     history: History
+    ledger: Ledger
     ring_window: int
+    missed_notifications: bool = True
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
 
@@ -63,9 +103,11 @@ class Notifier:
         if event.kind is Kind.RINGING:
             self._ring(event, report)
         else:
-            report.dropped_reason = "kind_not_handled_yet"
+            self._close(event, report)
         self._log(event, report)
         return report
+
+    # ringing
 
     def _ring(self, event: CallEvent, report: Report) -> None:
         now = self.clock()
@@ -77,47 +119,104 @@ class Notifier:
         report.skipped.update(skip.reason for skip in selection.skipped)
         if not selection.recipients:
             return
+        by_key = {_ref(r, d).key: (r, d) for r in selection.recipients for d in r.devices}
+        candidates = [_ref(r, d) for r, d in by_key.values()]
+        claimed, over = self.ledger.claim_ring(event, candidates, now)
+        report.skipped["already_served"] += len(candidates) - len(claimed)
+        report.skipped = +report.skipped  # drop zero counts
+        if over:
+            report.dropped_reason = "call_already_over"
+            return
         pushes = [
-            incoming_push(event, recipient, device, now=now, ring_window=self.ring_window)
-            for recipient in selection.recipients
-            for device in recipient.devices
+            incoming_push(event, *by_key[ref.key], now=now, ring_window=self.ring_window)
+            for ref in claimed
         ]
-        results = self._deliver(event, pushes, report)
+        results = self._deliver(event, pushes, report, deadline=self._ring_deadline(event))
         report.latency_ms = round((self.clock() - event.occurred_at) * 1000, 1)
-        self._prune(results, report)
+        sent = {r.push.token for r in results if r.outcome is Outcome.SENT}
         self.history.record_incoming(event, selection.recipients)
+        late_cancels, closing = self.ledger.finish_ring(
+            event,
+            [ref for ref in claimed if ref.token in sent],
+            [ref for ref in claimed if ref.token not in sent],
+            self.clock(),
+        )
+        self._prune(results, report)
+        if closing is not None:
+            # The call was answered or ended while we were ringing: take it back at once.
+            action = cancel_action(closing.kind.value, closing.outcome)
+            report.action = action
+            self.history.record_outcome(closing, action)
+            cancels = [
+                cancel_push(event, _device(r), action=action, now=self.clock())
+                for r in late_cancels
+            ]
+            self._deliver(event, cancels, report, deadline=self.clock() + CANCEL_RETRY_SECONDS)
 
-    def _deliver(self, event: CallEvent, pushes: list[Push], report: Report) -> list[SendResult]:
-        """Send, then resend only the transient failures while the call still rings."""
+    def _ring_deadline(self, event: CallEvent) -> float:
+        return event.detected_at + self.ring_window
+
+    # answered / ended
+
+    def _close(self, event: CallEvent, report: Report) -> None:
+        now = self.clock()
+        action = cancel_action(event.kind.value, event.outcome)
+        report.action = action
+        cancels, _first = self.ledger.close_call(event, action, now)
+        pushes = self._closing_pushes(event, cancels, action, now)
+        report.recipients = len({r.user_id for r in cancels})
+        if pushes:
+            results = self._deliver(event, pushes, report, deadline=now + CANCEL_RETRY_SECONDS)
+            self._prune(results, report)
+        self.history.record_outcome(event, action)
+
+    def _closing_pushes(
+        self, event: CallEvent, devices: Sequence[DeviceRef], action: str, now: float
+    ) -> list[Push]:
+        """A cancel to each device; when nobody answered, also the missed-call notification
+        that replaces the incoming one."""
+        pushes = [cancel_push(event, _device(r), action=action, now=now) for r in devices]
+        missed = (
+            event.kind is Kind.ENDED
+            and event.outcome != CallOutcome.ANSWERED
+            and self.missed_notifications
+        )
+        if missed:
+            pushes += [missed_push(event, _device(r), now=now) for r in devices]
+        return pushes
+
+    # delivery
+
+    def _deliver(
+        self, event: CallEvent, pushes: list[Push], report: Report, *, deadline: float
+    ) -> list[SendResult]:
+        """Send, then resend only the transient failures while there is time."""
         final: list[SendResult] = []
         pending = pushes
+        attempt = 0
         while pending:
+            attempt += 1
             report.attempts += 1
             results = self.sender.send(pending)
             retry = [r for r in results if r.outcome is Outcome.TRANSIENT]
             final += [r for r in results if r.outcome is not Outcome.TRANSIENT]
             if not retry:
                 break
-            delay = min(
-                2.0,
-                max(
-                    [0.2 * 2 ** (report.attempts - 1)]
-                    + [r.retry_after for r in retry if r.retry_after is not None]
-                ),
-            )
-            left = remaining_ring_seconds(event, self.clock(), self.ring_window)
-            if report.attempts >= MAX_SEND_ATTEMPTS or delay >= left:
+            hinted = [r.retry_after for r in retry if r.retry_after is not None]
+            delay = min(2.0, max([0.2 * 2 ** (attempt - 1), *hinted]))
+            if attempt >= MAX_SEND_ATTEMPTS or self.clock() + delay >= deadline:
                 final += retry
                 break
             self.sleep(delay)
             pending = [r.push for r in retry]
-        report.outcomes.update(r.outcome.value for r in final)
+        report.outcomes.update(f"{r.push.kind}_{r.outcome.value}" for r in final)
         for r in final:
             if r.outcome is not Outcome.SENT:
                 log.warning(
                     "push not delivered",
                     extra=fields(
                         event_id=event.event_id,
+                        push=r.push.kind,
                         outcome=r.outcome.value,
                         error_code=r.error_code,
                         detail=r.detail,
@@ -127,19 +226,24 @@ class Notifier:
         return final
 
     def _prune(self, results: list[SendResult], report: Report) -> None:
-        for result in results:
-            if result.outcome is Outcome.DEAD_TOKEN and result.push.device_doc_id:
-                self.directory.delete_token_doc(result.push.device_doc_id)
-                report.pruned += 1
+        for doc_id in {
+            r.push.device_doc_id
+            for r in results
+            if r.outcome is Outcome.DEAD_TOKEN and r.push.device_doc_id
+        }:
+            self.directory.delete_token_doc(doc_id)
+            report.pruned += 1
 
     def _log(self, event: CallEvent, report: Report) -> None:
         log.info(
             "call event handled",
             extra=fields(
-                event_id=f"{event.relay}/{event.server_id}/{event.linkedid}/{event.kind.value}",
+                event_id=event.event_id,
                 kind=report.kind,
                 caller=mask_number(event.caller_number),
                 dialled=mask_number(event.dialled_number),
+                outcome=event.outcome or None,
+                action=report.action or None,
                 recipients=report.recipients,
                 results=dict(report.outcomes),
                 skipped=dict(report.skipped),

@@ -52,7 +52,7 @@ async def test_seed_frame_rings_each_eligible_device_exactly_once(
     pushes = await wait_pushes(fcm, 3)
     summary = await settle(notifier, SEED_LINKEDID)
     assert sorted(m["token"] for m in fcm.sent_messages()) == sorted(EXPECTED_TOKENS)
-    assert summary["results"] == {"sent": 3} and summary["recipients"] == 2
+    assert summary["results"] == {"incoming_sent": 3} and summary["recipients"] == 2
     assert summary["skipped"] == {
         "suspended": 1,
         "push_disabled": 1,
