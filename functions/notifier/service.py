@@ -147,11 +147,8 @@ class Notifier:
             action = cancel_action(closing.kind.value, closing.outcome)
             report.action = action
             self.history.record_outcome(closing, action)
-            cancels = [
-                cancel_push(event, _device(r), action=action, now=self.clock())
-                for r in late_cancels
-            ]
-            self._deliver(event, cancels, report, deadline=self.clock() + CANCEL_RETRY_SECONDS)
+            pushes = self._closing_pushes(closing, late_cancels, action, self.clock())
+            self._deliver(event, pushes, report, deadline=self.clock() + CANCEL_RETRY_SECONDS)
 
     def _ring_deadline(self, event: CallEvent) -> float:
         return event.detected_at + self.ring_window
