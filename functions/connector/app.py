@@ -23,6 +23,7 @@ from functions.log import fields
 from functions.settings import Settings
 
 log = logging.getLogger("connector")
+EXPIRE_EVERY = 5.0  # seconds between sweeps for calls that never ended
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Connector:
         self.health_port = await self.health.start(host, self.settings.port)
         log.info("connector started", extra=fields(health_port=self.health_port))
         self.apply(merge_relays(self.static, {}))
+        sweeper = asyncio.create_task(self._sweep_forever(), name="expire calls")
         if self.firestore_client is not None:
             self._watcher = UsersRelayWatcher(
                 self.firestore_client, self.static, self._apply_threadsafe
@@ -61,6 +63,7 @@ class Connector:
         try:
             await stop.wait()
         finally:
+            sweeper.cancel()
             await self.shutdown()
 
     def _apply_threadsafe(self, desired: DesiredRelays) -> None:
@@ -89,6 +92,30 @@ class Connector:
         task = asyncio.create_task(client.run(), name=f"relay {spec.endpoint}")
         log.info("relay watched", extra=fields(relay=spec.url))
         return RelayRuntime(spec, client, ingest, task)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRE_EVERY)
+            await self.sweep(time.time())
+
+    async def sweep(self, now: float) -> None:
+        """Drop calls that ran past the tracking limits; rung ones end as `unknown` so phones
+        stop ringing."""
+        for runtime in list(self.relays.values()):
+            for dropped in runtime.ingest.tracker.expire(now):
+                log.warning(
+                    "call dropped without an end",
+                    extra=fields(
+                        relay=runtime.spec.endpoint,
+                        server_id=dropped.server_id,
+                        linkedid=dropped.linkedid,
+                        state=dropped.state,
+                        reason=dropped.reason,
+                        age_s=round(dropped.age_seconds),
+                    ),
+                )
+                if dropped.ended is not None:
+                    await self.publisher.publish(dropped.ended)
 
     def health_report(self) -> tuple[int, dict[str, Any]]:
         relays = [

@@ -71,6 +71,8 @@ async def connector(db, notifier, relay) -> AsyncIterator[Connector]:
         {
             "GOOGLE_CLOUD_PROJECT": PROJECT,
             "CALL_EVENTS_PUSH_URL": notifier.url,
+            # cacofonisk's captures come in on voipgrid_in
+            "TRUNK_CONTEXT_PREFIXES": "trk,voipgrid_in",
             "PORT": "0",
         }
     )

@@ -212,3 +212,35 @@ async def test_relays_follow_users_documents_without_restart(connector, relay, d
         assert list(connector.relays) == [f"127.0.0.1:{relay.port}"]
     finally:
         await second.stop()
+
+
+async def test_real_queue_capture_rings_then_cancels_with_the_answer(
+    connector, relay, db, fcm, notifier
+):
+    """cacofonisk's queue_simple: a trunk call to +31150010004 is answered by queue member
+    150010002. The owner's phone rings, then gets a cancel; history says who answered."""
+    from tests.corpus import load_events
+    from tests.integration.scenario import device, user
+
+    write(
+        db,
+        {
+            "users": {"nl": user(relay.port)},
+            "my_extensions": {
+                "e-nl": {"userId": "nl", "extension": "201", "accountCode": "+31 15 001 0004"}
+            },
+            "fcm_tokens": {"nl_a_Android": device("nl", "tok-nl")},
+        },
+    )
+    await relay.wait_for_clients(1, timeout=15)
+    await relay.replay(load_events("cacofonisk__queue__queue_simple"), server_name="voipgrid")
+    messages = await wait_pushes(fcm, 2)
+    kinds = [m["data"]["type"] for m in messages]
+    assert kinds == ["incoming_call", "incoming_call_cancelled"]
+    assert messages[1]["data"]["action"] == "answered_elsewhere"
+    linkedid = messages[0]["data"]["linkedid"]
+    await settle(notifier, linkedid, kind="ended")
+    doc = db.collection("call_history").document(linkedid).get().to_dict()
+    assert doc["status"] == "device_answered" and doc["answeredBy"] == "150010002"
+    assert doc["outcome"] == "answered" and doc["cancelled"] is True
+    assert len(fcm.sent_messages()) == 2  # no missed-call notice for an answered call

@@ -1,0 +1,446 @@
+"""Follows the calls of one relay and turns AMI events into call events. Pure: no I/O, no clock.
+
+A call is keyed by (server_id, Linkedid) and exists here only if its root channel came in on a
+trunk: internal, click-to-dial and outbound calls never get any state. See docs/lifecycle.md:
+
+    pending --(dialled number seen on the root)--> ringing --(answer)--> answered
+       |                                              |                      |
+       +------------------- root Hangup / expiry -----+----------------------+--> gone
+
+RINGING is emitted once when the call rings, ANSWERED once when somebody picks up, ENDED once
+(with an `Outcome`) when the root channel hangs up. Only rung calls emit anything.
+
+Root events are found by `Uniqueid` (the root's Uniqueid is the call's Linkedid, and stays so even
+when bridging rewrites the root's Linkedid); leg events by `Linkedid`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from functions.core.call_event import CallEvent, Kind, Outcome
+from functions.core.frames import EVENT_FRAME_TYPE, Frame
+from functions.core.incoming_rule import (
+    UNKNOWN_NAMES,
+    channel_peer,
+    dialled_number_signal,
+    is_dialled_number,
+    match_trunk_root,
+    parse_timestamp,
+    text,
+)
+
+CallKey = tuple[int, str]  # (server_id, Linkedid of the root == the root's Uniqueid)
+Handler = Callable[[Frame, Mapping[str, Any], float], list[CallEvent]]
+
+BUSY_STATUSES: Final = frozenset({"BUSY", "CONGESTION", "CHANUNAVAIL"})
+BUSY_CAUSES: Final = frozenset({"17", "21"})  # Q.850 user busy, call rejected
+DIALING: Final = "DIALING"  # root_status while a Dial of the root is in progress
+MAX_LOCAL_HOPS: Final = 16  # Local channel chains are a few hops; bounds a malformed loop
+MAX_LEGS: Final = 32  # answered legs / bridges remembered per ringing call
+ROOT: Final = ""  # `answers` key of the root's own answered Dial (a channel name is never "")
+DEFAULT_MAX_CALL_SECONDS: Final = 4 * 3600.0
+DEFAULT_DID_CONTEXTS: Final = ("ext-did",)  # FreePBX inbound routes (ext-did-0001, -0002)
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A call the tracker stopped following without seeing its end; one log line each."""
+
+    server_id: int
+    linkedid: str
+    state: str  # "pending", "ringing" or "answered"
+    reason: str  # "max_call_seconds" or "max_calls"
+    age_seconds: float
+    ended: CallEvent | None  # ENDED(UNKNOWN) to publish for a rung call, so phones stop ringing
+
+
+class _Call:
+    """What the outcome decision needs, nothing more. Answer-tracking fields are freed on answer."""
+
+    __slots__ = (
+        "abandoned",
+        "answered_by",
+        "answers",
+        "first_seen",
+        "leg_bridges",
+        "pending",
+        "root_bridge",
+        "root_status",
+        "template",
+    )
+
+    def __init__(self, template: CallEvent, first_seen: float, pending: bool) -> None:
+        self.template = template  # the RINGING event (or its pending draft): the call's identity
+        self.first_seen = first_seen
+        self.pending = pending
+        self.answered_by: str | None = None  # None until answered
+        self.root_status = ""  # last DialStatus of the root's own Dial, or DIALING
+        self.abandoned = False  # the caller hung up while still being rung
+        # Dial ANSWERs seen while ringing: dialling channel (ROOT for the root) -> (dest, who).
+        self.answers: dict[str, tuple[str, str]] | None = {}
+        self.root_bridge = ""  # fallback: the bridge the root is in
+        self.leg_bridges: dict[str, str] | None = {}  # fallback: bridge -> who, non-Local legs
+
+    @property
+    def state(self) -> str:
+        if self.pending:
+            return "pending"
+        return "ringing" if self.answered_by is None else "answered"
+
+
+class CallTracker:
+    def __init__(
+        self,
+        relay: str,
+        prefixes: Sequence[str],
+        *,
+        max_calls: int = 10_000,
+        max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
+        did_contexts: Sequence[str] = DEFAULT_DID_CONTEXTS,
+    ) -> None:
+        self.relay = relay
+        self.prefixes = tuple(prefixes)
+        self.did_contexts = tuple(did_contexts)
+        self.max_calls = max_calls
+        self.max_call_seconds = max_call_seconds
+        self._calls: OrderedDict[CallKey, _Call] = OrderedDict()  # oldest first
+        self._pending: set[CallKey] = set()
+        self._evicted: deque[Dropped] = deque(maxlen=max(1, max_calls))
+        self._handlers: dict[str, Handler] = {
+            "Newchannel": self._on_newchannel,
+            "Newexten": self._on_dialplan,
+            "VarSet": self._on_dialplan,
+            "DialBegin": self._on_dial_begin,
+            "DialEnd": self._on_dial_end,
+            "AgentConnect": self._on_agent_connect,
+            "BridgeEnter": self._on_bridge_enter,
+            "BridgeLeave": self._on_bridge_leave,
+            "HangupRequest": self._on_hangup_request,
+            "QueueCallerAbandon": self._on_hangup_request,
+            "Hangup": self._on_hangup,
+        }
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._calls)
+
+    def feed(self, frame: Frame, now: float) -> list[CallEvent]:
+        """The call events one relay frame causes (usually none). `now`: epoch seconds."""
+        if frame.type != EVENT_FRAME_TYPE:
+            return []
+        data = frame.data
+        try:
+            handler = self._handlers.get(data.get("Event"))  # type: ignore[arg-type]
+        except TypeError:  # an unhashable Event value is no AMI event
+            return []
+        if handler is None:
+            return []
+        return handler(frame, data, now)
+
+    def expire(self, now: float) -> list[Dropped]:
+        """Drop calls first seen more than `max_call_seconds` ago; also report calls evicted by
+        `max_calls` since the last call. Call it every few seconds; log each `Dropped` and publish
+        its `ended` event when present."""
+        dropped = list(self._evicted)
+        self._evicted.clear()
+        while self._calls:
+            key, call = next(iter(self._calls.items()))
+            if now - call.first_seen < self.max_call_seconds:
+                break
+            dropped.append(self._drop(key, "max_call_seconds", now))
+        return dropped
+
+    # --- call creation -------------------------------------------------------------------------
+
+    def _on_newchannel(self, frame: Frame, data: Mapping[str, Any], now: float) -> list[CallEvent]:
+        incoming = match_trunk_root(frame.type, frame.server_id, data, self.prefixes)
+        if incoming is None:
+            return []
+        key = (frame.server_id, incoming.linkedid)
+        if key in self._calls:
+            return []
+        pending = not incoming.dialled_number
+        if pending and not text(data, "Uniqueid"):
+            return []  # nothing could ever tell us its number
+        template = CallEvent(
+            kind=Kind.RINGING,
+            relay=self.relay,
+            server_id=frame.server_id,
+            server_name=frame.server_name,
+            linkedid=incoming.linkedid,
+            channel=incoming.channel,
+            caller_number=incoming.caller_number,
+            caller_name=incoming.caller_name,
+            dialled_number=incoming.dialled_number,
+            occurred_at=incoming.pbx_timestamp or now,
+            detected_at=now,
+        )
+        self._add(key, _Call(template, now, pending), now)
+        return [] if pending else [template]
+
+    def _add(self, key: CallKey, call: _Call, now: float) -> None:
+        self._calls[key] = call
+        if call.pending:
+            self._pending.add(key)
+        while len(self._calls) > self.max_calls:
+            oldest = next(iter(self._calls))
+            self._evicted.append(self._drop(oldest, "max_calls", now))
+
+    def _on_dialplan(self, frame: Frame, data: Mapping[str, Any], now: float) -> list[CallEvent]:
+        """Newexten/VarSet: the hottest events, so bail out unless a call waits for its number."""
+        if not self._pending:
+            return []
+        key = (frame.server_id, text(data, "Uniqueid"))
+        if key not in self._pending:
+            return []
+        number = dialled_number_signal(data, self.prefixes, self.did_contexts)
+        if not number:
+            return []
+        call = self._calls[key]
+        self._pending.discard(key)
+        call.pending = False
+        caller = text(data, "CallerIDNum").strip()
+        if caller and caller.lower() not in UNKNOWN_NAMES:
+            # The dialplan may have fixed the caller id since the Newchannel (e.g. a CID prefix).
+            name = text(data, "CallerIDName").strip()
+            call.template = replace(
+                call.template,
+                caller_number=caller,
+                caller_name=caller if name.lower() in UNKNOWN_NAMES else name,
+            )
+        call.template = replace(
+            call.template,
+            dialled_number=number,
+            occurred_at=parse_timestamp(data) or now,
+            detected_at=now,
+        )
+        return [call.template]
+
+    # --- lookups -------------------------------------------------------------------------------
+
+    def _root_call(self, frame: Frame, data: Mapping[str, Any]) -> _Call | None:
+        """The rung call whose root channel sent this event."""
+        call = self._calls.get((frame.server_id, text(data, "Uniqueid")))
+        return call if call is not None and not call.pending else None
+
+    def _any_call(self, frame: Frame, data: Mapping[str, Any]) -> tuple[_Call | None, bool]:
+        """(the rung call this event belongs to, whether it came from the root)."""
+        call = self._root_call(frame, data)
+        if call is not None:
+            return call, True
+        linkedid = text(data, "Linkedid") or text(data, "DestLinkedid")
+        call = self._calls.get((frame.server_id, linkedid))
+        return (call if call is not None and not call.pending else None), False
+
+    # --- answer --------------------------------------------------------------------------------
+
+    def _on_dial_begin(self, frame: Frame, data: Mapping[str, Any], now: float) -> list[CallEvent]:
+        call = self._root_call(frame, data)
+        if call is not None and call.answered_by is None:
+            call.root_status = DIALING
+        return []
+
+    def _on_dial_end(self, frame: Frame, data: Mapping[str, Any], now: float) -> list[CallEvent]:
+        """Ring groups CANCEL the losers before the winner's ANSWER: a status is only recorded
+        here; the outcome is decided on the root's ANSWER or the root's Hangup."""
+        call, from_root = self._any_call(frame, data)
+        if call is None or call.answered_by is not None or call.answers is None:
+            return []
+        status = text(data, "DialStatus")
+        if from_root:
+            call.root_status = status
+        if status != "ANSWER":
+            return []
+        dest = text(data, "DestChannel")
+        who = self._party(call, dest, text(data, "DestCallerIDNum"))
+        _remember(call.answers, ROOT if from_root else text(data, "Channel"), (dest, who))
+        return self._try_answer(call, data, now)
+
+    def _on_agent_connect(
+        self, frame: Frame, data: Mapping[str, Any], now: float
+    ) -> list[CallEvent]:
+        """A queue member picked up: its interface names the member (`Local/1010@from-queue/n`)."""
+        call, from_root = self._any_call(frame, data)
+        if call is None or call.answered_by is not None or call.answers is None:
+            return []
+        interface = text(data, "Interface")
+        who = (
+            _interface_peer(interface)
+            or text(data, "MemberName")
+            or channel_peer(text(data, "DestChannel"))
+        )
+        if from_root:
+            return self._answered(call, who, data, now)
+        _remember(call.answers, text(data, "Channel"), ("", who))  # a queue inside a Local
+        return self._try_answer(call, data, now)
+
+    def _try_answer(self, call: _Call, data: Mapping[str, Any], now: float) -> list[CallEvent]:
+        """ANSWERED once the root's answered Dial leads, through Local pairs, to a real party.
+
+        Call acceptance (VoIPGRID) and voicemail behind a Local channel answer inner legs that
+        never reach the caller, so an inner ANSWER alone is not enough."""
+        if call.answers is None:
+            return []
+        channel = ROOT
+        for _ in range(MAX_LOCAL_HOPS):
+            hop = call.answers.get(channel)
+            if hop is None:
+                return []
+            dest, who = hop
+            if not dest.startswith("Local/"):
+                return self._answered(call, who, data, now)
+            channel = _local_partner(dest)
+        return []
+
+    def _on_bridge_enter(
+        self, frame: Frame, data: Mapping[str, Any], now: float
+    ) -> list[CallEvent]:
+        """Fallback answer: the root and a non-Local leg of the call share a bridge (a connection
+        made without a Dial, e.g. Bridge() or a pickup the Dial events did not show)."""
+        call, from_root = self._any_call(frame, data)
+        if call is None or call.answered_by is not None or call.leg_bridges is None:
+            return []
+        bridge = text(data, "BridgeUniqueid")
+        if not bridge:
+            return []
+        if from_root:
+            call.root_bridge = bridge
+            who = call.leg_bridges.get(bridge)
+            return [] if who is None else self._answered(call, who, data, now)
+        channel = text(data, "Channel")
+        if not channel or channel.startswith("Local/"):
+            return []
+        who = self._party(call, channel, text(data, "CallerIDNum"))
+        if bridge == call.root_bridge:
+            return self._answered(call, who, data, now)
+        _remember(call.leg_bridges, bridge, who)
+        return []
+
+    def _on_bridge_leave(
+        self, frame: Frame, data: Mapping[str, Any], now: float
+    ) -> list[CallEvent]:
+        call = self._root_call(frame, data)
+        if call is not None and call.root_bridge == text(data, "BridgeUniqueid"):
+            call.root_bridge = ""
+        return []
+
+    def _answered(
+        self, call: _Call, who: str, data: Mapping[str, Any], now: float
+    ) -> list[CallEvent]:
+        call.answered_by = who
+        call.answers = call.leg_bridges = None  # free what only the answer decision needed
+        call.root_bridge = ""
+        return [
+            replace(
+                call.template,
+                kind=Kind.ANSWERED,
+                answered_by=who,
+                occurred_at=parse_timestamp(data) or now,
+                detected_at=now,
+            )
+        ]
+
+    @staticmethod
+    def _party(call: _Call, channel: str, number: str) -> str:
+        """Who a leg reached: the number its channel identifies as (a mobile the call was
+        forwarded to, an extension), unless that is only the DID or the caller echoed back by
+        Dial, else the device behind the channel (`PJSIP/1010-0000001a` -> `1010`)."""
+        if is_dialled_number(number) and number not in (
+            call.template.dialled_number,
+            call.template.caller_number,
+        ):
+            return number
+        return channel_peer(channel)
+
+    # --- end -----------------------------------------------------------------------------------
+
+    def _on_hangup_request(
+        self, frame: Frame, data: Mapping[str, Any], now: float
+    ) -> list[CallEvent]:
+        """The caller's side hung up (HangupRequest comes from the channel driver; a queue reports
+        QueueCallerAbandon). Counts as abandoning only while the call was still being rung."""
+        call = self._root_call(frame, data)
+        if call is None or call.answered_by is not None:
+            return []
+        if data.get("Event") == "QueueCallerAbandon" or call.root_status in ("", DIALING):
+            call.abandoned = True
+        return []
+
+    def _on_hangup(self, frame: Frame, data: Mapping[str, Any], now: float) -> list[CallEvent]:
+        key = (frame.server_id, text(data, "Uniqueid"))
+        call = self._calls.pop(key, None)
+        if call is None:
+            return []
+        if call.pending:
+            self._pending.discard(key)
+            return []
+        cause = text(data, "Cause")
+        return [
+            replace(
+                call.template,
+                kind=Kind.ENDED,
+                answered_by=call.answered_by or "",
+                outcome=_outcome(call, cause).value,
+                hangup_cause=cause,
+                occurred_at=parse_timestamp(data) or now,
+                detected_at=now,
+            )
+        ]
+
+    def _drop(self, key: CallKey, reason: str, now: float) -> Dropped:
+        call = self._calls.pop(key)
+        self._pending.discard(key)
+        ended = None
+        if not call.pending:
+            ended = replace(
+                call.template,
+                kind=Kind.ENDED,
+                answered_by=call.answered_by or "",
+                outcome=Outcome.UNKNOWN.value,
+                occurred_at=now,
+                detected_at=now,
+            )
+        return Dropped(key[0], key[1], call.state, reason, now - call.first_seen, ended)
+
+
+def _outcome(call: _Call, cause: str) -> Outcome:
+    """Decided on the root's Hangup, from what the call went through."""
+    if call.answered_by is not None:
+        return Outcome.ANSWERED
+    # CANCEL on the root's own Dial with nobody answering: the caller left while phones rang.
+    if call.abandoned or call.root_status in ("CANCEL", DIALING):
+        return Outcome.CALLER_ABANDONED
+    # Busy/rejected by the callee, or by the PBX before anyone was rung; a Busy() played after
+    # the phones rang out is still "nobody answered".
+    if call.root_status in BUSY_STATUSES or (not call.root_status and cause in BUSY_CAUSES):
+        return Outcome.BUSY
+    return Outcome.NO_ANSWER
+
+
+def _remember(memo: dict[str, Any], key: str, value: Any) -> None:
+    if key in memo or len(memo) < MAX_LEGS:
+        memo[key] = value
+
+
+def _local_partner(channel: str) -> str:
+    """`Local/x@ctx-0001;1` <-> `Local/x@ctx-0001;2`: what enters one half leaves the other."""
+    if channel.endswith(";1"):
+        return channel[:-1] + "2"
+    if channel.endswith(";2"):
+        return channel[:-1] + "1"
+    return channel
+
+
+def _interface_peer(interface: str) -> str:
+    """Queue member interface -> member: `PJSIP/1010` -> `1010`, `Local/1010@from-queue/n` ->
+    `1010`."""
+    tech, sep, rest = interface.partition("/")
+    if not sep:
+        return ""
+    if tech == "Local":
+        return rest.partition("@")[0]
+    return rest.partition("/")[0]
