@@ -25,11 +25,11 @@ call: install  ## with `make dev` running: send the seed's sample call, print it
 
 lint: install
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check functions main.py
+	$(PY) -m ruff format --check .
 
 format: install
 	$(PY) -m ruff check --fix .
-	$(PY) -m ruff format functions main.py
+	$(PY) -m ruff format .
 
 test-unit: install
 	$(PY) -m pytest tests/unit -q

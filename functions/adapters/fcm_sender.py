@@ -65,6 +65,21 @@ class _StaticToken(google.auth.credentials.Credentials):
         return True
 
 
+def _without_builtin_retries(app: firebase_admin.App) -> None:
+    """firebase-admin retries 500/503 itself for up to 7 s, ignoring Retry-After on the async
+    path: that would spend the ring window blind. The notifier retries transient failures itself
+    while the call still rings, so the library must answer at once."""
+    from firebase_admin import _http_client
+    from firebase_admin._retry import HttpxRetry
+
+    service = messaging._get_messaging_service(app)
+    service._async_client = _http_client.HttpxAsyncClient(
+        credential=service._credential,
+        timeout=app.options.get("httpTimeout", _http_client.DEFAULT_TIMEOUT_SECONDS),
+        retry_config=HttpxRetry(max_retries=0),
+    )
+
+
 def init_firebase_app(
     project: str, fcm_endpoint: str | None, name: str = "notifier"
 ) -> firebase_admin.App:
@@ -73,8 +88,10 @@ def init_firebase_app(
         service = messaging._get_messaging_service(app)
         # firebase-admin has no public option for the endpoint; this attribute is its send URL.
         service._fcm_url = f"{fcm_endpoint}/v1/projects/{project}/messages:send"
-        return app
-    return firebase_admin.initialize_app(options={"projectId": project}, name=name)
+    else:
+        app = firebase_admin.initialize_app(options={"projectId": project}, name=name)
+    _without_builtin_retries(app)
+    return app
 
 
 def to_message(push: Push) -> messaging.Message:

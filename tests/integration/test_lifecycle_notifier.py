@@ -188,3 +188,35 @@ def test_call_that_ends_while_the_ring_is_being_sent_is_cancelled_at_once(
     assert {m["token"] for m in cancels} == EXPECTED_TOKENS
     doc = company_db.collection("call_history").document("life.late").get().to_dict()
     assert doc["cancelled"] is True and doc["outcome"] == "caller_abandoned"
+
+
+def test_fcm_unavailable_twice_then_ok_delivers_once(company_db, notifier, fcm):
+    from devtools.fake_fcm import Fault
+
+    fcm.script(
+        "tok-lee",
+        [
+            Fault(status=503, error_code="UNAVAILABLE", retry_after=1),
+            Fault(status=503, error_code="UNAVAILABLE"),
+        ],
+    )
+    line = deliver(notifier, ringing("fault.503"))
+    assert line["results"] == {"incoming_sent": 3} and line["attempts"] == 3
+    attempts = [r for r in fcm.requests() if r["target"] == "tok-lee"]
+    assert [r["status"] for r in attempts] == [503, 503, 200]
+    assert attempts[1]["time"] - attempts[0]["time"] >= 0.9  # Retry-After: 1 was honoured
+    assert len(pushes_of(fcm, "fault.503", "incoming_call")) == 3
+
+
+def test_dead_token_is_deleted_and_other_devices_still_ring(company_db, notifier, fcm):
+    from tests.integration.scenario import device
+
+    company_db.collection("fcm_tokens").document("lee_b_Android").set(
+        device("lee", "dead-token-of-an-uninstalled-app")
+    )
+    line = deliver(notifier, ringing("fault.dead"))
+    assert line["results"] == {"incoming_sent": 3, "incoming_dead_token": 1}
+    assert line["pruned"] == 1
+    assert not company_db.collection("fcm_tokens").document("lee_b_Android").get().exists
+    assert company_db.collection("fcm_tokens").document("lee_a_Android").get().exists
+    assert {m["token"] for m in pushes_of(fcm, "fault.dead", "incoming_call")} == EXPECTED_TOKENS
