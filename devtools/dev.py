@@ -95,8 +95,15 @@ class Stack:
                 proc.kill()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     py = sys.executable
+    # Ctrl-C, and also SIGTERM/SIGINT from a supervisor (a background job ignores SIGINT).
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     stack = Stack()
     try:
         stack.start(

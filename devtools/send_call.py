@@ -18,10 +18,11 @@ from devtools.demo_data import seed_frame
 
 
 def fetch_pushes(fcm: str, linkedid: str) -> list[dict]:
+    """The accepted pushes for the call, each with `_received` (when the endpoint got it)."""
     with urllib.request.urlopen(f"{fcm}/__fake/messages", timeout=5) as response:
         records = json.load(response)
     return [
-        r["body"]["message"]
+        {**r["body"]["message"], "_received": r["time"]}
         for r in records
         if r.get("status") == 200
         and r.get("body", {}).get("message", {}).get("data", {}).get("linkedid") == linkedid
@@ -56,7 +57,11 @@ def main() -> int:
     if not pushes:
         print("no push arrived: is `make dev` running?", file=sys.stderr)
         return 1
-    print(f"\n{len(pushes)} push(es) reached the local FCM endpoint in {time.time() - now:.3f}s:")
+    last = max(p.pop("_received") for p in pushes)
+    print(
+        f"\n{len(pushes)} push(es) reached the local FCM endpoint, the last one "
+        f"{(last - now) * 1000:.0f} ms after the frame was sent:"
+    )
     for message in pushes:
         print(
             f"  -> {message['token']}: {message['notification']['title']} / "

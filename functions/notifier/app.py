@@ -9,6 +9,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from google.cloud import firestore
+
+from functions.adapters.background_loop import BackgroundLoop
+from functions.adapters.fcm_sender import FcmSender, init_firebase_app
+from functions.adapters.firestore_directory import FirestoreDirectory
+from functions.adapters.history_store import HistoryStore
+from functions.adapters.ledger_store import LedgerStore
 from functions.core.call_event import CallEvent, InvalidCallEvent, parse_call_event
 from functions.log import configure_logging, fields
 from functions.notifier.service import Notifier, Report
@@ -20,15 +27,9 @@ _notifier: Notifier | None = None
 
 
 def build_notifier(settings: Settings) -> Notifier:
-    # Imported here: the heavy clients load once, on the first event, not at import time.
-    from google.cloud import firestore
-
-    from functions.adapters.background_loop import BackgroundLoop
-    from functions.adapters.fcm_sender import FcmSender, init_firebase_app
-    from functions.adapters.firestore_directory import FirestoreDirectory
-    from functions.adapters.history_store import HistoryStore
-    from functions.adapters.ledger_store import LedgerStore
-
+    """Clients are created on the first event, in the serving process: functions-framework's
+    gunicorn imports main.py before it forks its worker, and gRPC channels and threads do not
+    survive a fork. The modules themselves are imported at start-up (above)."""
     pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="firestore")
     client = firestore.Client(project=settings.project)
     app = init_firebase_app(settings.project, settings.fcm_endpoint)
