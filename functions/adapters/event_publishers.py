@@ -16,6 +16,9 @@ from functions.core.call_event import CallEvent
 from functions.log import fields
 
 log = logging.getLogger("connector.publish")
+# Events handed to the transport and not yet confirmed. Past this, publish() waits: the relay
+# readers stop reading until Pub/Sub catches up, instead of memory growing without end.
+MAX_IN_FLIGHT = 1000
 
 
 class EventPublisher(Protocol):
@@ -38,14 +41,21 @@ class PubSubPublisher:
         )
         self.published = 0
         self.failed = 0
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def publish(self, event: CallEvent) -> None:
+        await self._slots.acquire()
+        self._loop = asyncio.get_running_loop()
         future = self.client.publish(
             self.topic_path, event.to_json(), ordering_key=event.call_key, **event.attributes()
         )
         future.add_done_callback(lambda f, e=event: self._done(f, e))
 
     def _done(self, future: object, event: CallEvent) -> None:
+        # Runs on the client's thread; the semaphore belongs to the event loop.
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._slots.release)
         error = future.exception()  # type: ignore[attr-defined]
         if error is None:
             self.published += 1
@@ -73,16 +83,19 @@ class PushPublisher:
         self.topic_id = topic_id
         self.client = httpx.AsyncClient(timeout=timeout)
         self._tails: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.published = 0
         self.failed = 0
 
     async def publish(self, event: CallEvent) -> None:
+        await self._slots.acquire()
         previous = self._tails.get(event.call_key)
         task = asyncio.create_task(self._post_after(previous, event))
         self._tails[event.call_key] = task
         task.add_done_callback(lambda t, k=event.call_key: self._forget(k, t))
 
     def _forget(self, key: str, task: asyncio.Task[None]) -> None:
+        self._slots.release()
         if self._tails.get(key) is task:
             del self._tails[key]
 

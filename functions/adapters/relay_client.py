@@ -29,6 +29,7 @@ log = logging.getLogger("connector.relay")
 TRANSPORT_MAX_BYTES = 16 * 1024 * 1024
 PING_INTERVAL = 10.0  # with PING_TIMEOUT: a dead link is noticed within 20 s
 PING_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 2.0  # a dead link also times out the closing handshake: detection <= 22 s
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0  # a connection up this long resets the backoff
@@ -112,7 +113,7 @@ class RelayClient:
             ping_interval=PING_INTERVAL,
             ping_timeout=PING_TIMEOUT,
             open_timeout=10,
-            close_timeout=2,
+            close_timeout=CLOSE_TIMEOUT,
             compression=None,
             user_agent_header="makecall-push-connector",
         ) as ws:

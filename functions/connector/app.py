@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +19,7 @@ from functions.adapters.event_publishers import EventPublisher
 from functions.adapters.health_server import HealthServer
 from functions.adapters.relay_client import RelayClient
 from functions.adapters.relay_directory import DesiredRelays, UsersRelayWatcher, merge_relays
+from functions.adapters.relay_status import RelayStatusWriter
 from functions.connector.ingest import RelayIngest
 from functions.core.call_tracker import CallTracker
 from functions.core.relays import RelaySpec, relay_from_url
@@ -24,6 +28,15 @@ from functions.settings import Settings
 
 log = logging.getLogger("connector")
 EXPIRE_EVERY = 5.0  # seconds between sweeps for calls that never ended
+STATUS_CHECK_EVERY = 2.0  # a relay's state change reaches relay_status within this
+STATUS_REFRESH_EVERY = 30.0  # counters and last-event times are rewritten at least this often
+SHUTDOWN_BUDGET = 8.0  # Cloud Run allows 10 s after SIGTERM
+
+
+def instance_id() -> str:
+    """Names this process in leases and status documents."""
+    revision = os.environ.get("K_REVISION", "local")
+    return f"{revision}/{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
 
 
 @dataclass
@@ -44,6 +57,10 @@ class Connector:
         self.static = [relay_from_url(url) for url in settings.pbx_relays]
         self.relays: dict[str, RelayRuntime] = {}
         self.started_at = time.time()
+        self.instance = instance_id()
+        self.status_writer = (
+            RelayStatusWriter(firestore_client, self.instance) if firestore_client else None
+        )
         self.health = HealthServer(self.health_report)
         self.health_port: int | None = None
         self._watcher: UsersRelayWatcher | None = None
@@ -54,7 +71,9 @@ class Connector:
         self.health_port = await self.health.start(host, self.settings.port)
         log.info("connector started", extra=fields(health_port=self.health_port))
         self.apply(merge_relays(self.static, {}))
-        sweeper = asyncio.create_task(self._sweep_forever(), name="expire calls")
+        background = [asyncio.create_task(self._sweep_forever(), name="expire calls")]
+        if self.status_writer is not None:
+            background.append(asyncio.create_task(self._status_forever(), name="relay status"))
         if self.firestore_client is not None:
             self._watcher = UsersRelayWatcher(
                 self.firestore_client, self.static, self._apply_threadsafe
@@ -63,7 +82,8 @@ class Connector:
         try:
             await stop.wait()
         finally:
-            sweeper.cancel()
+            for task in background:
+                task.cancel()
             await self.shutdown()
 
     def _apply_threadsafe(self, desired: DesiredRelays) -> None:
@@ -117,22 +137,40 @@ class Connector:
                 if dropped.ended is not None:
                     await self.publisher.publish(dropped.ended)
 
+    async def _status_forever(self) -> None:
+        assert self.status_writer is not None
+        written: dict[str, tuple[str, float]] = {}  # endpoint -> (state, when written)
+        while True:
+            await asyncio.sleep(STATUS_CHECK_EVERY)
+            now = time.time()
+            for endpoint, runtime in list(self.relays.items()):
+                report = self.relay_report(runtime)
+                state, when = written.get(endpoint, ("", 0.0))
+                due = report["state"] != state or now - when >= STATUS_REFRESH_EVERY
+                if due and await self.status_writer.write(endpoint, report):
+                    written[endpoint] = (report["state"], now)
+
+    @staticmethod
+    def relay_report(rt: RelayRuntime) -> dict[str, Any]:
+        return {
+            "relay": rt.spec.url,
+            "state": rt.client.status.state,
+            "since": rt.client.status.since,
+            "connects": rt.client.status.connects,
+            "last_error": rt.client.status.last_error,
+            "active_calls": rt.ingest.tracker.active_calls,
+            **rt.ingest.stats.as_dict(),
+        }
+
     def health_report(self) -> tuple[int, dict[str, Any]]:
         relays = [
-            {
-                "relay": rt.spec.url,
-                "state": rt.client.status.state,
-                "since": rt.client.status.since,
-                "connects": rt.client.status.connects,
-                "last_error": rt.client.status.last_error,
-                "active_calls": rt.ingest.tracker.active_calls,
-                **rt.ingest.stats.as_dict(),
-            }
+            self.relay_report(rt)
             for rt in sorted(self.relays.values(), key=lambda r: r.spec.endpoint)
         ]
         connected = sum(r["state"] == "connected" for r in relays)
         return 200, {
             "status": "ok",
+            "instance": self.instance,
             "uptime_s": round(time.time() - self.started_at, 1),
             "relays_total": len(relays),
             "relays_connected": connected,
@@ -140,6 +178,8 @@ class Connector:
         }
 
     async def shutdown(self) -> None:
+        """Stop taking frames, flush what is queued, within Cloud Run's SIGTERM grace."""
+        started = time.monotonic()
         if self._watcher is not None:
             self._watcher.stop()
         tasks = [rt.task for rt in self.relays.values()]
@@ -147,9 +187,15 @@ class Connector:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.relays.clear()
-        await self.publisher.close()
+        try:
+            await asyncio.wait_for(self.publisher.close(), SHUTDOWN_BUDGET)
+        except TimeoutError:
+            log.error("publisher did not flush in time; unsent events are lost")
         await self.health.close()
-        log.info("connector stopped")
+        log.info(
+            "connector stopped",
+            extra=fields(shutdown_ms=round((time.monotonic() - started) * 1000)),
+        )
 
 
 def build_publisher(settings: Settings) -> EventPublisher:

@@ -1,0 +1,72 @@
+"""Writes each relay's status to Firestore `relay_status/{relay}` so admins see, in the console,
+whether the connector holds the relay, since when, its last event and error, and counters.
+
+Writes go through a worker thread (the Firestore client is synchronous) and a failed write is
+logged, never raised: status is for people, it must not disturb the calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from functions.log import fields
+
+log = logging.getLogger("connector.status")
+RELAY_STATUS = "relay_status"
+
+
+def status_doc_id(endpoint: str) -> str:
+    """`host:port` is a valid document id once '/' (IPv6 never has one, but be safe) is gone."""
+    return endpoint.replace("/", "_")
+
+
+def _ts(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, UTC) if epoch else None
+
+
+def status_document(report: dict[str, Any], instance: str) -> dict[str, Any]:
+    """The Firestore shape of one relay's health report (functions.connector.app)."""
+    return {
+        "relay": report["relay"],
+        "state": report["state"],
+        "connected": report["state"] == "connected",
+        "since": _ts(report["since"]),
+        "lastFrameAt": _ts(report["last_frame_at"]),
+        "lastEventAt": _ts(report["last_event_at"]),
+        "lastError": report["last_error"],
+        "pbxLink": report["pbx_link"],
+        "connects": report["connects"],
+        "activeCalls": report["active_calls"],
+        "counters": {
+            "frames": report["frames"],
+            "events": report["events"],
+            "repaired": report["repaired"],
+            "badFrames": report["bad_frames"],
+        },
+        "instance": instance,
+        "updatedAt": datetime.now(UTC),
+    }
+
+
+class RelayStatusWriter:
+    def __init__(self, client: Any, instance: str) -> None:
+        self.client = client
+        self.instance = instance
+        self.failures = 0
+
+    async def write(self, endpoint: str, report: dict[str, Any]) -> bool:
+        doc = status_document(report, self.instance)
+        ref = self.client.collection(RELAY_STATUS).document(status_doc_id(endpoint))
+        try:
+            await asyncio.to_thread(ref.set, doc)
+        except Exception as exc:  # never let status reporting disturb the connector
+            self.failures += 1
+            log.warning(
+                "relay status not written",
+                extra=fields(relay=endpoint, error=f"{type(exc).__name__}: {exc}"[:200]),
+            )
+            return False
+        return True
