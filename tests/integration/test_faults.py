@@ -11,12 +11,18 @@ import pytest
 
 from functions.adapters import relay_client
 from functions.adapters.relay_status import RELAY_STATUS, status_doc_id
-from tests.corpus import load_events
+from tests.corpus import load_events, namespaced
 from tests.integration.scenario import device, user, write
 from tests.integration.test_incoming_call_e2e import runtime_for, settle, wait_pushes
 from tests.support import eventually
 
 QUEUE_CALL = "cacofonisk__queue__queue_simple"  # +31150010004, answered at frame 47
+
+
+def queue_call(prefix: str) -> list[dict[str, str]]:
+    """The capture with ids of its own, so no two tests share a call (the notifier outlives a
+    test, and a late event of one must not touch another's documents)."""
+    return [namespaced(event, prefix) for event in load_events(QUEUE_CALL)]
 
 
 def owner_of_queue_number(db, relay_port: int) -> None:
@@ -35,7 +41,7 @@ def owner_of_queue_number(db, relay_port: int) -> None:
 async def test_relay_restart_mid_call_still_cancels_the_ring(connector, relay, db, fcm, notifier):
     owner_of_queue_number(db, relay.port)
     await relay.wait_for_clients(1, timeout=15)
-    events = load_events(QUEUE_CALL)
+    events = queue_call("restart-")
     await relay.replay(events[:20], server_name="voipgrid")  # rung, not yet answered
     [ring] = await wait_pushes(fcm, 1)
     assert ring["data"]["type"] == "incoming_call"
@@ -54,7 +60,7 @@ async def test_garbage_between_real_events_changes_nothing(connector, relay, db,
     owner_of_queue_number(db, relay.port)
     await relay.wait_for_clients(1, timeout=15)
     garbage = [b"\xff\xfe", b"{", b"[]", b'{"type":3,"data":7}', b"null", "헬로".encode("cp949")]
-    for index, event in enumerate(load_events(QUEUE_CALL)):
+    for index, event in enumerate(queue_call("garbage-")):
         await relay.broadcast(garbage[index % len(garbage)])
         await relay.broadcast(
             orjson.dumps({"type": 3, "server_id": 1, "server_name": "v", "data": event})

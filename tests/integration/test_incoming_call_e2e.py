@@ -25,9 +25,11 @@ async def wait_pushes(fcm, count: int, timeout: float = 15.0) -> list[dict]:
 async def settle(notifier, linkedid: str, kind: str = "ringing", timeout: float = 15.0) -> dict:
     """The notifier's one summary log line for the event: proof it finished handling it."""
 
+    suffix = f'/{linkedid}/{kind}"'  # the end of the event_id: exact, not a substring match
+
     def find() -> dict | None:
         for line in notifier.log_lines():
-            if '"call event handled"' in line and linkedid in line and kind in line:
+            if '"call event handled"' in line and suffix in line:
                 return json.loads(line)
         return None
 
