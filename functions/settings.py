@@ -78,6 +78,11 @@ class Settings:
     missed_call_notifications: bool = True
     # Frames larger than this are dropped with a log line; the connection carries on.
     max_frame_bytes: int = 256 * 1024
+    # Relay leases (HA): a dead holder's relays are taken over within
+    # lease_seconds + lease_skew_seconds + lease_renew_seconds (30 s by default).
+    lease_seconds: float = 20.0
+    lease_renew_seconds: float = 5.0
+    lease_skew_seconds: float = 5.0
 
     @property
     def topic_path(self) -> str:
@@ -116,4 +121,29 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=level,
         missed_call_notifications=_bool(env, "MISSED_CALL_NOTIFICATIONS", True),
         max_frame_bytes=_int(env, "MAX_FRAME_BYTES", 256 * 1024),
+        **_lease_timing(env),
     )
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def _lease_timing(env: Mapping[str, str]) -> dict[str, float]:
+    timing = {
+        "lease_seconds": _float(env, "LEASE_SECONDS", 20.0),
+        "lease_renew_seconds": _float(env, "LEASE_RENEW_SECONDS", 5.0),
+        "lease_skew_seconds": _float(env, "LEASE_SKEW_SECONDS", 5.0),
+    }
+    if timing["lease_renew_seconds"] + timing["lease_skew_seconds"] >= timing["lease_seconds"]:
+        raise SettingsError("LEASE_RENEW_SECONDS + LEASE_SKEW_SECONDS must be < LEASE_SECONDS")
+    return timing

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +16,7 @@ from functions.adapters.event_publishers import EventPublisher
 from functions.adapters.health_server import HealthServer
 from functions.adapters.relay_client import RelayClient
 from functions.adapters.relay_directory import DesiredRelays, UsersRelayWatcher, merge_relays
+from functions.adapters.relay_leases import LeaseKeeper, RelayLeases, new_instance_id
 from functions.adapters.relay_status import RelayStatusWriter
 from functions.connector.ingest import RelayIngest
 from functions.core.call_tracker import CallTracker
@@ -33,12 +31,6 @@ STATUS_REFRESH_EVERY = 30.0  # counters and last-event times are rewritten at le
 SHUTDOWN_BUDGET = 8.0  # Cloud Run allows 10 s after SIGTERM
 
 
-def instance_id() -> str:
-    """Names this process in leases and status documents."""
-    revision = os.environ.get("K_REVISION", "local")
-    return f"{revision}/{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
-
-
 @dataclass
 class RelayRuntime:
     spec: RelaySpec
@@ -48,8 +40,16 @@ class RelayRuntime:
 
 
 class Connector:
+    """With Firestore, each relay is read by one instance at a time: the holder of its lease
+    (functions.adapters.relay_leases). Without Firestore (PBX_RELAYS only) it reads them all."""
+
     def __init__(
-        self, settings: Settings, publisher: EventPublisher, firestore_client: Any = None
+        self,
+        settings: Settings,
+        publisher: EventPublisher,
+        firestore_client: Any = None,
+        *,
+        leases: RelayLeases | None = None,
     ) -> None:
         self.settings = settings
         self.publisher = publisher
@@ -57,10 +57,20 @@ class Connector:
         self.static = [relay_from_url(url) for url in settings.pbx_relays]
         self.relays: dict[str, RelayRuntime] = {}
         self.started_at = time.time()
-        self.instance = instance_id()
+        self.instance = leases.instance_id if leases else new_instance_id()
         self.status_writer = (
             RelayStatusWriter(firestore_client, self.instance) if firestore_client else None
         )
+        if leases is None and firestore_client is not None:
+            leases = RelayLeases(
+                firestore_client,
+                self.instance,
+                settings.lease_seconds,
+                settings.lease_renew_seconds,
+                max_skew=settings.lease_skew_seconds,
+            )
+        self.keeper = LeaseKeeper(leases) if leases is not None else None
+        self.desired: DesiredRelays = {}
         self.health = HealthServer(self.health_report)
         self.health_port: int | None = None
         self._watcher: UsersRelayWatcher | None = None
@@ -72,6 +82,13 @@ class Connector:
         log.info("connector started", extra=fields(health_port=self.health_port))
         self.apply(merge_relays(self.static, {}))
         background = [asyncio.create_task(self._sweep_forever(), name="expire calls")]
+        if self.keeper is not None:
+            background.append(
+                asyncio.create_task(
+                    self.keeper.run(lambda: self.desired.keys(), self._on_gain, self._on_loss),
+                    name="relay leases",
+                )
+            )
         if self.status_writer is not None:
             background.append(asyncio.create_task(self._status_forever(), name="relay status"))
         if self.firestore_client is not None:
@@ -91,14 +108,35 @@ class Connector:
         self._loop.call_soon_threadsafe(self.apply, desired)
 
     def apply(self, desired: DesiredRelays) -> None:
+        """Match the relays read to the desired set; with leases, only the ones held."""
+        self.desired = dict(desired)
         for endpoint in list(self.relays):
             if endpoint not in desired or desired[endpoint] != self.relays[endpoint].spec:
-                runtime = self.relays.pop(endpoint)
-                runtime.task.cancel()
-                log.info("relay released", extra=fields(relay=runtime.spec.url))
+                self._stop(endpoint)
+        held = self.keeper.held if self.keeper is not None else desired
         for endpoint, spec in desired.items():
-            if endpoint not in self.relays:
+            if endpoint not in self.relays and endpoint in held:
                 self.relays[endpoint] = self._start(spec)
+        if self.keeper is not None:
+            self.keeper.poke()
+
+    def _on_gain(self, endpoint: str, generation: int) -> None:
+        spec = self.desired.get(endpoint)
+        if spec is not None and endpoint not in self.relays:
+            log.info("relay lease gained", extra=fields(relay=spec.url, generation=generation))
+            self.relays[endpoint] = self._start(spec)
+
+    def _on_loss(self, endpoint: str) -> None:
+        """Fencing: another instance may hold the relay now, stop reading it at once."""
+        if endpoint in self.relays:
+            log.warning("relay lease lost", extra=fields(relay=endpoint))
+            self._stop(endpoint)
+
+    def _stop(self, endpoint: str) -> None:
+        runtime = self.relays.pop(endpoint, None)
+        if runtime is not None:
+            runtime.task.cancel()
+            log.info("relay released", extra=fields(relay=runtime.spec.url))
 
     def _start(self, spec: RelaySpec) -> RelayRuntime:
         tracker = CallTracker(spec.endpoint, self.settings.trunk_context_prefixes)
@@ -171,6 +209,7 @@ class Connector:
         return 200, {
             "status": "ok",
             "instance": self.instance,
+            "leases_held": sorted(self.keeper.held) if self.keeper is not None else None,
             "uptime_s": round(time.time() - self.started_at, 1),
             "relays_total": len(relays),
             "relays_connected": connected,
@@ -182,6 +221,8 @@ class Connector:
         started = time.monotonic()
         if self._watcher is not None:
             self._watcher.stop()
+        if self.keeper is not None:
+            await self.keeper.stop()  # stops reading, then hands the leases over at once
         tasks = [rt.task for rt in self.relays.values()]
         for task in tasks:
             task.cancel()

@@ -1,0 +1,271 @@
+"""Relay leases against the real Firestore emulator: races between instances, expiry, fencing,
+release, and LeaseKeeper pairs through a crash and a cut-off holder. Short timings (TTL 1.2 s)
+keep the whole file within a few seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from google.api_core import exceptions
+from google.cloud import firestore
+
+from functions.adapters.relay_leases import TAKEOVERS, LeaseKeeper, RelayLeases
+from functions.core.lease import LEASES, lease_id
+from tests.support import FirestoreEmulator
+
+PROJECT = "demo-makecall-test"
+EP = "pbx.example.com:7099"
+TIMING: dict[str, float] = {"lease_seconds": 1.2, "renew_every": 0.2, "max_skew": 0.3}
+SLACK = 0.35  # scheduling and emulator round trips on a busy test machine
+
+
+@pytest.fixture
+def clean(emulator: FirestoreEmulator) -> None:
+    emulator.reset()
+
+
+def instance(name: str, cls: type[RelayLeases] = RelayLeases, **timing: float) -> RelayLeases:
+    """One connector instance: its own client, as separate processes would have."""
+    return cls(firestore.Client(project=PROJECT), name, **{**TIMING, **timing})
+
+
+def lease_doc(endpoint: str = EP) -> firestore.DocumentReference:
+    return firestore.Client(project=PROJECT).collection(LEASES).document(lease_id(endpoint))
+
+
+# -- RelayLeases ------------------------------------------------------------------------------
+
+
+def test_concurrent_acquires_elect_exactly_one_holder(clean: None) -> None:
+    racers = [instance(f"i{n}") for n in range(4)]
+    rounds = 24
+    with ThreadPoolExecutor(len(racers)) as pool:
+        for r in range(rounds):
+            endpoint = f"pbx{r}.example.com:7099"
+            generation = 1
+            if r % 2:  # odd rounds race to take over an expired lease, even ones a new one
+                lease_doc(endpoint).set(
+                    {"relay": endpoint, "holder": "dead", "generation": 5, "epoch": "e",
+                     "expiresAt": 0.0, "renewedAt": 0.0}
+                )  # fmt: skip
+                generation = 6
+            start = threading.Barrier(len(racers))
+
+            def race(leases: RelayLeases, endpoint: str = endpoint, start=start) -> int | None:
+                start.wait(timeout=5)
+                return leases.try_acquire(endpoint)
+
+            results = list(pool.map(race, racers))
+            winners = [(lz.instance_id, g) for lz, g in zip(racers, results, strict=True) if g]
+            assert winners == [(winners[0][0], generation)], f"round {r}: {results}"
+            stored = lease_doc(endpoint).get().to_dict()
+            assert (stored["holder"], stored["generation"]) == winners[0]
+    # the races were real: some losers read the same state as the winner and lost only at commit
+    assert sum(lz.conflicts for lz in racers) > 0
+
+
+def test_loser_takes_over_only_after_expiry_and_the_stale_holder_is_fenced(clean: None) -> None:
+    a, b = instance("a"), instance("b")
+    assert a.try_acquire(EP) == 1
+    assert b.try_acquire(EP) is None
+    renewed_from = time.time()
+    assert a.renew(EP, 1)
+    assert b.try_acquire(EP) is None
+
+    deadline = time.monotonic() + 3
+    while (generation := b.try_acquire(EP)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    taken_at = time.time()
+    assert generation == 2
+    assert taken_at >= renewed_from + TIMING["lease_seconds"]  # not before a's renewal ran out
+    assert taken_at - renewed_from < TIMING["lease_seconds"] + 1.0
+
+    assert a.renew(EP, 1) is False  # fenced: a must stop reading
+    a.release(EP, 1)  # a stale release leaves b's lease alone
+    record = b.read(EP)
+    assert record is not None
+    assert (record["holder"], record["generation"]) == ("b", 2)
+    assert record["expiresAt"] > time.time()
+    assert a.try_acquire(EP) is None
+    assert b.renew(EP, 2)
+
+
+def test_release_lets_another_instance_take_over_at_once(clean: None) -> None:
+    a, b = instance("a"), instance("b")
+    assert a.try_acquire(EP) == 1
+    assert b.try_acquire(EP) is None
+    a.release(EP, 1)
+    assert b.try_acquire(EP) == 2  # no waiting for the TTL
+    assert a.renew(EP, 1) is False
+    markers = lease_doc().collection(TAKEOVERS).get()
+    assert [(m.get("holder"), m.get("generation")) for m in markers] == [("b", 2)]
+
+
+# -- LeaseKeeper ------------------------------------------------------------------------------
+
+
+class Timeline:
+    """Gains and losses of every keeper, on one monotonic clock."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, float, str, str, int | None]] = []
+
+    def callbacks(self, name: str) -> tuple[Callable[[str, int], None], Callable[[str], None]]:
+        def gain(endpoint: str, generation: int) -> None:
+            self.events.append((time.monotonic(), time.time(), name, "gain", generation))
+
+        def loss(endpoint: str) -> None:
+            self.events.append((time.monotonic(), time.time(), name, "loss", None))
+
+        return gain, loss
+
+    def first(self, name: str, kind: str) -> tuple[float, float]:
+        for mono, wall, who, what, _ in self.events:
+            if (who, what) == (name, kind):
+                return mono, wall
+        raise AssertionError(f"no {kind} for {name}: {self.events}")
+
+    def assert_one_holder_at_a_time(self) -> None:
+        holding: set[str] = set()
+        for _, _, who, what, _ in self.events:
+            if what == "gain":
+                assert not holding, f"{who} gained while {holding} held: {self.events}"
+                holding.add(who)
+            else:
+                holding.discard(who)
+
+
+async def until(check: Callable[[], Any], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def start(keeper: LeaseKeeper, timeline: Timeline, name: str, desired=None) -> asyncio.Task:
+    gain, loss = timeline.callbacks(name)
+    return asyncio.create_task(keeper.run(desired or (lambda: {EP}), gain, loss))
+
+
+async def test_one_keeper_holds_and_a_crashed_holder_is_taken_over_in_time(clean: None) -> None:
+    la, lb = instance("a"), instance("b")
+    ka, kb = LeaseKeeper(la), LeaseKeeper(lb)
+    timeline = Timeline()
+    tasks = {"a": await start(ka, timeline, "a"), "b": await start(kb, timeline, "b")}
+    keepers = {"a": ka, "b": kb}
+    await until(lambda: ka.held or kb.held, 2)
+    holder = "a" if ka.held else "b"
+    other = "b" if holder == "a" else "a"
+    await asyncio.sleep(1.5)  # longer than the TTL: the holder keeps it by renewing
+    assert keepers[holder].held == {EP: 1} and keepers[other].held == {}
+
+    tasks[holder].cancel()  # crash: no release
+    await asyncio.gather(tasks[holder], return_exceptions=True)
+    crashed = time.monotonic()
+    record = (la if holder == "a" else lb).read(EP)
+    assert record is not None and record["holder"] == holder
+
+    bound = keepers[other].policy.takeover_bound
+    await until(lambda: keepers[other].held, bound + 1)
+    gained_mono, gained_wall = timeline.first(other, "gain")
+    assert gained_mono - crashed <= bound
+    assert gained_wall >= record["expiresAt"]  # only once the crashed holder's lease ran out
+    assert keepers[other].held == {EP: 2}
+    timeline.assert_one_holder_at_a_time()
+    await keepers[other].stop()
+
+
+class CutOff(RelayLeases):
+    """An instance that loses Firestore: calls fail at once, or hang until healed."""
+
+    mode: str | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.healed = threading.Event()
+
+    def _gate(self) -> None:
+        if self.mode == "hang":
+            self.healed.wait(timeout=10)
+        if self.mode is not None:
+            raise exceptions.ServiceUnavailable("cut off")
+
+    def try_acquire(self, endpoint: str) -> int | None:
+        self._gate()
+        return super().try_acquire(endpoint)
+
+    def renew(self, endpoint: str, generation: int) -> bool:
+        self._gate()
+        return super().renew(endpoint, generation)
+
+
+@pytest.mark.parametrize("mode", ["error", "hang"])
+async def test_cut_off_holder_stops_before_another_takes_over(clean: None, mode: str) -> None:
+    la, lb = instance("a", CutOff), instance("b")
+    assert isinstance(la, CutOff)
+    ka, kb = LeaseKeeper(la), LeaseKeeper(lb)
+    timeline = Timeline()
+    ta = await start(ka, timeline, "a")
+    await until(lambda: ka.held, 2)
+    tb = await start(kb, timeline, "b")
+    await asyncio.sleep(0.5)
+    assert ka.held == {EP: 1} and kb.held == {}
+
+    la.mode = mode
+    cut = time.monotonic()
+    policy = la.policy
+    await until(lambda: kb.held, policy.takeover_bound + 1)
+    lost, _ = timeline.first("a", "loss")
+    gained, _ = timeline.first("b", "gain")
+    assert lost < gained  # never both reading
+    assert lost - cut <= policy.lease_seconds - policy.max_skew + SLACK
+    assert gained - cut <= policy.takeover_bound + SLACK
+
+    la.mode = None  # back online: b holds the relay now, a keeps waiting
+    la.healed.set()
+    await asyncio.sleep(0.6)
+    assert ka.held == {} and kb.held == {EP: 2}
+    timeline.assert_one_holder_at_a_time()
+    ta.cancel()
+    await asyncio.gather(ta, return_exceptions=True)
+    await kb.stop()
+    del tb
+
+
+async def test_dropping_or_stopping_a_holder_hands_over_without_waiting_for_expiry(
+    clean: None,
+) -> None:
+    ka, kb = LeaseKeeper(instance("a")), LeaseKeeper(instance("b"))
+    timeline = Timeline()
+    wanted_by_a = {EP}
+    await start(ka, timeline, "a", lambda: wanted_by_a)
+    await until(lambda: ka.held, 2)
+    await start(kb, timeline, "b")
+    await asyncio.sleep(0.3)
+
+    wanted_by_a.clear()  # a's users moved away: a lets go of the relay at once
+    ka.poke()
+    dropped = time.monotonic()
+    await until(lambda: kb.held, 1)
+    assert time.monotonic() - dropped < kb.policy.renew_every + SLACK  # not the 1.2 s TTL
+    assert ka.held == {} and kb.held == {EP: 2}
+
+    wanted_by_a.add(EP)
+    await kb.stop()  # clean shutdown (SIGTERM): on_loss, then release
+    stopped = time.monotonic()
+    await until(lambda: ka.held, 1)
+    assert time.monotonic() - stopped < ka.policy.renew_every + SLACK
+    assert ka.held == {EP: 3}
+    timeline.assert_one_holder_at_a_time()
+    assert [(who, what) for _, _, who, what, _ in timeline.events] == [
+        ("a", "gain"), ("a", "loss"), ("b", "gain"), ("b", "loss"), ("a", "gain"),
+    ]  # fmt: skip
+    await ka.stop()
+    record = lease_doc().get().to_dict()
+    assert record["holder"] == "a" and record["expiresAt"].timestamp() == 0.0
