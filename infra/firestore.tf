@@ -6,7 +6,7 @@
 #   my_extensions where accountCode in [...]   (single field)
 #   fcm_tokens    where userId in [...]        (single field)
 #   users         full collection listen
-#   call_history  get by document ID
+#   call_history  get by document ID, and where linkedid == ... (single field)
 # and Firestore's automatic single-field indexes serve all of them; a composite index would only
 # be needed to combine filters/orderings on several fields.
 
@@ -33,6 +33,21 @@ resource "google_firestore_field" "push_dedupe_ttl" {
   project    = var.project_id
   database   = var.firestore_database
   collection = "push_dedupe"
+  field      = "expiresAt"
+
+  ttl_config {}
+
+  index_config {}
+
+  depends_on = [google_project_service.enabled, google_firestore_database.app]
+}
+
+# The write-once takeover markers under relay_leases/{relay}/takeovers (they make a lease
+# takeover atomic) carry expiresAt a week ahead; this policy deletes them afterwards.
+resource "google_firestore_field" "lease_takeovers_ttl" {
+  project    = var.project_id
+  database   = var.firestore_database
+  collection = "takeovers"
   field      = "expiresAt"
 
   ttl_config {}
