@@ -1,0 +1,61 @@
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from devtools.demo_data import seed_frame
+from functions.connector.ingest import RelayIngest
+from functions.core.call_tracker import CallTracker
+
+
+def ingest() -> RelayIngest:
+    return RelayIngest("pbx:7099", CallTracker("pbx:7099", ("trk",)), max_frame_bytes=4096)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.binary(max_size=200), max_size=20))
+def test_garbage_never_raises_and_never_rings(frames):
+    relay = ingest()
+    for raw in frames:
+        assert relay.on_frame(raw, now=1.0) == []
+    assert relay.stats.frames == len(frames)
+
+
+frame_values = st.one_of(
+    st.none(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=12), st.booleans()
+)
+
+
+@settings(max_examples=300)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["Event", "Context", "CallerIDNum", "Exten", "Uniqueid", "Linkedid", "Channel"]
+        ),
+        frame_values,
+    )
+)
+def test_seed_shaped_frames_with_wrong_types_never_raise(data):
+    relay = ingest()
+    for event in relay.on_frame(orjson.dumps({"type": 3, "server_id": 1, "data": data}), 1.0):
+        # Whatever rang, it satisfied the seed's rule with real strings.
+        assert isinstance(event.dialled_number, str) and event.dialled_number
+
+
+def test_counts_and_rings_between_garbage():
+    relay = ingest()
+    assert relay.on_frame(b"\xff", 1.0) == []
+    [event] = relay.on_frame(orjson.dumps(seed_frame("1.1", "1.0")), 2.0)
+    assert event.linkedid == "1.1" and relay.stats.events == 1
+    assert relay.on_frame(b"x" * 5000, 3.0) == []
+    assert dict(relay.stats.bad_frames) == {"invalid_json": 1, "oversize": 1}
+
+
+def test_pbx_link_problems_from_amiws_responses_are_kept():
+    relay = ingest()
+    frame = {
+        "type": 4,
+        "server_id": 1,
+        "data": {"Response": "Error", "Message": "Authentication failed"},
+    }
+    relay.on_frame(orjson.dumps(frame), 1.0)
+    assert relay.stats.pbx_link == "Authentication failed"
