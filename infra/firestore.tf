@@ -56,3 +56,18 @@ resource "google_firestore_field" "lease_takeovers_ttl" {
 
   depends_on = [google_project_service.enabled, google_firestore_database.app]
 }
+
+# Write-once version markers under push_dedupe/{call}/versions (they make ledger updates exact
+# even where transactions are not isolated) expire with their record.
+resource "google_firestore_field" "ledger_versions_ttl" {
+  project    = var.project_id
+  database   = var.firestore_database
+  collection = "versions"
+  field      = "expiresAt"
+
+  ttl_config {}
+
+  index_config {}
+
+  depends_on = [google_project_service.enabled, google_firestore_database.app]
+}

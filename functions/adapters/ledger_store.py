@@ -1,136 +1,132 @@
-"""Firestore transactions over the per-call delivery ledger (`push_dedupe/{call_hash}`); the
-decisions are functions.core.ledger's. Records expire by themselves through a TTL policy on
-`expiresAt` (infra/)."""
+"""Firestore commits of the per-call delivery ledger (`push_dedupe/{call_hash}`); the transitions
+are functions.core.ledger's. Records expire by themselves through a TTL policy on `expiresAt`
+(infra/).
+
+Every change is a transaction that also creates a write-once marker
+`push_dedupe/{call}/versions/{n}` for the record's next version. Two writers that read the same
+version cannot both commit: on production Firestore the transaction already guarantees it, and
+the create precondition makes it hold on the local emulator too, which does not isolate
+transactions. The loser reads again and re-decides (a few times at most).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from google.api_core import exceptions
 from google.cloud import firestore
 
+from functions.core import ledger
 from functions.core.call_event import CallEvent, Kind
-from functions.core.ledger import CLAIMED, FAILED, SENT, DeviceRef, plan_cancel, plan_ring
+from functions.core.ledger import DeviceRef, Record
 
 LEDGER = "push_dedupe"
+VERSIONS = "versions"
 RECORD_TTL = timedelta(days=2)  # longer than any useful redelivery of a call's events
+MAX_ATTEMPTS = 8
+T = TypeVar("T")
 
 
-def _entry(device: DeviceRef, now: float) -> dict[str, Any]:
-    return {
-        "token": device.token,
-        "docId": device.doc_id,
-        "userId": device.user_id,
-        "incoming": CLAIMED,
-        "claimedAt": now,
-    }
+class LedgerContention(RuntimeError):
+    """Too many concurrent writers on one call; raised so the platform retries the event."""
+
+
+def _lost_race(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, exceptions.AlreadyExists | exceptions.Aborted):
+            return True
+        seen = seen.__context__
+    return False
 
 
 class LedgerStore:
     def __init__(self, client: firestore.Client) -> None:
         self.client = client
+        self.conflicts = 0
 
     def _ref(self, event: CallEvent) -> firestore.DocumentReference:
         return self.client.collection(LEDGER).document(event.call_hash)
 
-    def _base(self, event: CallEvent) -> dict[str, Any]:
-        return {
-            "callKey": event.call_key,
-            "linkedid": event.linkedid,
-            "expiresAt": datetime.now(UTC) + RECORD_TTL,
-        }
+    @staticmethod
+    def _base(event: CallEvent) -> dict[str, Any]:
+        return {"callKey": event.call_key, "linkedid": event.linkedid}
+
+    def _commit(
+        self, event: CallEvent, decide: Callable[[Record | None], tuple[Record | None, T]]
+    ) -> T:
+        ref = self._ref(event)
+        for _ in range(MAX_ATTEMPTS):
+
+            @firestore.transactional
+            def run(tx: firestore.Transaction) -> T:
+                snap = ref.get(transaction=tx)
+                record = snap.to_dict() if snap.exists else None
+                new, result = decide(record)
+                if new is None:
+                    return result
+                version = int((record or {}).get("version", 0)) + 1
+                expires = datetime.now(UTC) + RECORD_TTL
+                marker = ref.collection(VERSIONS).document(str(version))
+                tx.create(marker, {"expiresAt": expires})
+                tx.set(ref, {**new, "version": version, "expiresAt": expires})
+                return result
+
+            try:
+                return run(self.client.transaction())
+            except exceptions.GoogleAPICallError as exc:
+                if not _lost_race(exc):
+                    raise
+                self.conflicts += 1
+        raise LedgerContention(f"ledger of {event.call_key} kept changing under us")
 
     def claim_ring(
         self, event: CallEvent, candidates: Sequence[DeviceRef], now: float
     ) -> tuple[list[DeviceRef], bool]:
         """Claim the devices this instance will ring; (devices, call_already_over)."""
-        ref = self._ref(event)
 
-        @firestore.transactional
-        def run(tx: firestore.Transaction) -> tuple[list[DeviceRef], bool]:
-            snap = ref.get(transaction=tx)
-            record = snap.to_dict() if snap.exists else None
-            chosen, over = plan_ring(record, candidates, now)
-            if over or not chosen:
-                return chosen, over
-            if record is None:
-                tx.set(
-                    ref,
-                    {
-                        **self._base(event),
-                        "over": False,
-                        "devices": {d.key: _entry(d, now) for d in chosen},
-                    },
-                )
-            else:
-                tx.update(ref, {f"devices.{d.key}": _entry(d, now) for d in chosen})
-            return chosen, False
+        def decide(record: Record | None) -> tuple[Record | None, tuple[list[DeviceRef], bool]]:
+            new, chosen, over = ledger.claim_ring(record, candidates, now, self._base(event))
+            return new, (chosen, over)
 
-        return run(self.client.transaction())
+        return self._commit(event, decide)
 
     def finish_ring(
         self, event: CallEvent, sent: Sequence[DeviceRef], failed: Sequence[DeviceRef], now: float
     ) -> tuple[list[DeviceRef], CallEvent | None]:
-        """Record the ring's results. If the call ended meanwhile: the cancels this instance must
-        now send, and the event that ended it."""
-        ref = self._ref(event)
+        """Record the ring's results. If the call was answered or ended meanwhile: the cancels
+        this instance must now send, and the event that closed it."""
 
-        @firestore.transactional
-        def run(tx: firestore.Transaction) -> tuple[list[DeviceRef], CallEvent | None]:
-            record = ref.get(transaction=tx).to_dict() or {}
-            devices = dict(record.get("devices") or {})
-            updates: dict[str, Any] = {}
-            for device, state in [(d, SENT) for d in sent] + [(d, FAILED) for d in failed]:
-                updates[f"devices.{device.key}.incoming"] = state
-                devices[device.key] = {**devices.get(device.key, {}), "incoming": state}
-            cancels: list[DeviceRef] = []
-            if record.get("over"):
-                cancels = plan_cancel({"devices": devices})
-                for device in cancels:
-                    updates[f"devices.{device.key}.cancel"] = now
-            if updates:
-                tx.update(ref, updates)
-            return cancels, _closing_event(event, record)
+        def decide(record: Record | None) -> tuple[Record, tuple[list[DeviceRef], Record]]:
+            new, cancels = ledger.finish_ring(record, sent, failed, now, self._base(event))
+            return new, (cancels, new)
 
-        return run(self.client.transaction())
+        cancels, record = self._commit(event, decide)
+        return cancels, _closing_event(event, record)
 
     def close_call(self, event: CallEvent, action: str, now: float) -> tuple[list[DeviceRef], bool]:
         """Mark the call over and claim the cancels to send: (devices, first_close)."""
-        ref = self._ref(event)
+        closing = {
+            "overAction": action,
+            "overEvent": {
+                "kind": event.kind.value,
+                "outcome": event.outcome,
+                "answered_by": event.answered_by,
+                "occurred_at": event.occurred_at,
+            },
+        }
 
-        @firestore.transactional
-        def run(tx: firestore.Transaction) -> tuple[list[DeviceRef], bool]:
-            snap = ref.get(transaction=tx)
-            record = snap.to_dict() if snap.exists else None
-            first = not (record or {}).get("over")
-            cancels = plan_cancel(record)
-            closing = {
-                "over": True,
-                "overAction": action,
-                "overAt": now,
-                "overEvent": {
-                    "kind": event.kind.value,
-                    "outcome": event.outcome,
-                    "answered_by": event.answered_by,
-                    "occurred_at": event.occurred_at,
-                },
-            }
-            if record is None:
-                tx.set(ref, {**self._base(event), **closing, "devices": {}})
-                return [], True
-            updates: dict[str, Any] = {f"devices.{d.key}.cancel": now for d in cancels}
-            if first:
-                updates.update(closing)
-            if updates:
-                tx.update(ref, updates)
-            return cancels, first
+        def decide(record: Record | None) -> tuple[Record | None, tuple[list[DeviceRef], bool]]:
+            new, cancels, first = ledger.close_call(record, closing, now, self._base(event))
+            return new, (cancels, first)
 
-        return run(self.client.transaction())
+        return self._commit(event, decide)
 
 
-def _closing_event(event: CallEvent, record: dict[str, Any]) -> CallEvent | None:
+def _closing_event(event: CallEvent, record: Record) -> CallEvent | None:
     """The answered/ended event recorded by close_call, rebuilt onto this call's event."""
     over = record.get("overEvent")
     if not record.get("over") or not isinstance(over, dict):

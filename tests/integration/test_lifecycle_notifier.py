@@ -220,3 +220,27 @@ def test_dead_token_is_deleted_and_other_devices_still_ring(company_db, notifier
     assert not company_db.collection("fcm_tokens").document("lee_b_Android").get().exists
     assert company_db.collection("fcm_tokens").document("lee_a_Android").get().exists
     assert {m["token"] for m in pushes_of(fcm, "fault.dead", "incoming_call")} == EXPECTED_TOKENS
+
+
+def test_concurrent_duplicate_deliveries_ring_each_device_once(company_db, notifier, fcm):
+    """Pub/Sub may deliver a message again while the first delivery still runs, and a takeover
+    can publish a call twice: eight copies at once still ring each device once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    call = ringing("life.concurrent")
+    copies = [replace(call, detected_at=call.detected_at + i * 0.001) for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda e: deliver(notifier, e), copies))
+
+    def summaries() -> list[dict]:
+        found = [
+            json.loads(line)
+            for line in notifier.log_lines()
+            if '"call event handled"' in line and call.event_id in line
+        ]
+        return found if len(found) == 8 else []
+
+    lines = eventually(summaries, 10)
+    pushes = pushes_of(fcm, "life.concurrent", "incoming_call")
+    assert sorted(m["token"] for m in pushes) == sorted(EXPECTED_TOKENS)
+    assert sum(line["results"].get("incoming_sent", 0) for line in lines) == 3
