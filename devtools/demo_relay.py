@@ -37,6 +37,7 @@ class DemoRelay:
         self.port = port
         self.clients: set[ServerConnection] = set()
         self.received: list[bytes] = []
+        self.handshakes: list[dict[str, str]] = []  # request headers of every client's upgrade
         self._server: Server | None = None
         self._joined = asyncio.Condition()
 
@@ -45,7 +46,9 @@ class DemoRelay:
         return f"ws://{self.host}:{self.port}"
 
     async def start(self) -> DemoRelay:
-        self._server = await serve(self._handler, self.host, self.port, max_size=None)
+        self._server = await serve(
+            self._handler, self.host, self.port, max_size=None, process_request=self._record
+        )
         self.port = self._server.sockets[0].getsockname()[1]  # type: ignore[index]
         return self
 
@@ -53,6 +56,9 @@ class DemoRelay:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+    def _record(self, connection: ServerConnection, request: object) -> None:
+        self.handshakes.append(dict(request.headers.raw_items()))  # type: ignore[attr-defined]
 
     async def _handler(self, ws: ServerConnection) -> None:
         async with self._joined:

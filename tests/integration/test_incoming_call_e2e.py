@@ -246,3 +246,22 @@ async def test_real_queue_capture_rings_then_cancels_with_the_answer(
     assert doc["status"] == "device_answered" and doc["answeredBy"] == "150010002"
     assert doc["outcome"] == "answered" and doc["cancelled"] is True
     assert len(fcm.sent_messages()) == 2  # no missed-call notice for an answered call
+
+
+async def test_relay_credentials_are_sent_as_basic_auth(connector, relay, db):
+    import base64
+
+    db.collection("users").document("a").set(
+        {
+            "websocketServerUrl": "127.0.0.1",
+            "websocketServerPort": relay.port,
+            "websocketUseSSL": False,
+            "websocketHttpAuthId": "relay-user",
+            "websocketHttpAuthPassword": "s3cret:pw",
+        }
+    )
+    await relay.wait_for_clients(1, timeout=15)
+    auth = relay.handshakes[-1].get("Authorization", "")
+    assert auth == "Basic " + base64.b64encode(b"relay-user:s3cret:pw").decode()
+    _, body = connector.health_report()
+    assert "s3cret" not in json.dumps(body)  # credentials never in health or logs
