@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from google.api_core import exceptions
 from google.cloud import firestore
 
+from functions.adapters.firestore_races import lost_race
 from functions.core import ledger
 from functions.core.call_event import CallEvent, Kind
 from functions.core.ledger import DeviceRef, Record
@@ -32,15 +33,6 @@ T = TypeVar("T")
 
 class LedgerContention(RuntimeError):
     """Too many concurrent writers on one call; raised so the platform retries the event."""
-
-
-def _lost_race(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, exceptions.AlreadyExists | exceptions.Aborted):
-            return True
-        seen = seen.__context__
-    return False
 
 
 class LedgerStore:
@@ -78,7 +70,7 @@ class LedgerStore:
             try:
                 return run(self.client.transaction())
             except exceptions.GoogleAPICallError as exc:
-                if not _lost_race(exc):
+                if not lost_race(exc):
                     raise
                 self.conflicts += 1
         raise LedgerContention(f"ledger of {event.call_key} kept changing under us")

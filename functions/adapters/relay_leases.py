@@ -26,6 +26,7 @@ from uuid import uuid4
 from google.api_core import exceptions
 from google.cloud import firestore
 
+from functions.adapters.firestore_races import lost_race
 from functions.core.lease import (
     LEASES,
     Action,
@@ -63,17 +64,6 @@ def _stored(record: dict[str, Any]) -> dict[str, Any]:
         key: datetime.fromtimestamp(value, UTC) if key in TIME_FIELDS else value
         for key, value in record.items()
     }
-
-
-def _lost_race(exc: BaseException) -> bool:
-    """A precondition failed: another instance wrote first. (A failing rollback after it would
-    raise its own error with this one as context.)"""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, exceptions.AlreadyExists | exceptions.NotFound):
-            return True
-        seen = seen.__context__
-    return False
 
 
 class RelayLeases:
@@ -142,7 +132,7 @@ class RelayLeases:
         try:
             generation = run(self.client.transaction())
         except exceptions.GoogleAPICallError as exc:
-            if not _lost_race(exc):
+            if not lost_race(exc):
                 raise
             self.conflicts += 1
             return None
@@ -174,7 +164,7 @@ class RelayLeases:
         try:
             return run(self.client.transaction())
         except exceptions.GoogleAPICallError as exc:
-            if not _lost_race(exc):
+            if not lost_race(exc):
                 raise
             self.conflicts += 1
             return False
@@ -197,7 +187,7 @@ class RelayLeases:
         try:
             run(self.client.transaction())
         except exceptions.GoogleAPICallError as exc:
-            if not _lost_race(exc):
+            if not lost_race(exc):
                 raise
 
 
