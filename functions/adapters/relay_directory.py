@@ -46,6 +46,7 @@ class UsersRelayWatcher:
         self.on_change = on_change
         self._by_user: dict[str, RelaySpec] = {}
         self._watch: Any = None
+        self._seen_first = False
 
     def start(self) -> None:
         self._watch = self.client.collection("users").on_snapshot(self._on_snapshot)
@@ -55,6 +56,9 @@ class UsersRelayWatcher:
             self._watch.unsubscribe()
 
     def _on_snapshot(self, docs: list[Any], changes: list[Any], read_time: Any) -> None:
+        if self._seen_first and not changes:
+            return  # nothing changed (the local emulator re-sends after writes anywhere)
+        self._seen_first = True
         by_user: dict[str, RelaySpec] = {}
         for snap in docs:
             try:
