@@ -44,5 +44,8 @@ test: install lint  ## every test: unit, integration (real emulators), infra che
 	$(PY) -m pytest -q --ignore=tests/infra
 	bash infra/check.sh
 
+bench: install  ## benchmarks against their baselines; writes docs/benchmarks.md (~6 min)
+	$(PY) -m bench
+
 clean:
 	rm -rf $(VENV) .venv-infra node_modules .pytest_cache .ruff_cache

@@ -76,6 +76,8 @@ class Settings:
     port: int = 8080
     log_level: str = "INFO"
     missed_call_notifications: bool = True
+    # Seconds the recipients of one number are reused (0: look up on every call).
+    recipient_cache_seconds: float = 10.0
     # Frames larger than this are dropped with a log line; the connection carries on.
     max_frame_bytes: int = 256 * 1024
     # Relay leases (HA): a dead holder's relays are taken over within
@@ -121,6 +123,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=level,
         missed_call_notifications=_bool(env, "MISSED_CALL_NOTIFICATIONS", True),
         max_frame_bytes=_int(env, "MAX_FRAME_BYTES", 256 * 1024),
+        recipient_cache_seconds=_cache_seconds(env),
         **_lease_timing(env),
     )
 
@@ -136,6 +139,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise SettingsError(f"{name} must be > 0, got {value}")
     return value
+
+
+def _cache_seconds(env: Mapping[str, str]) -> float:
+    raw = env.get("RECIPIENT_CACHE_SECONDS", "").strip()
+    if raw in {"0", "0.0"}:
+        return 0.0
+    return _float(env, "RECIPIENT_CACHE_SECONDS", 10.0)
 
 
 def _lease_timing(env: Mapping[str, str]) -> dict[str, float]:

@@ -8,8 +8,10 @@ their `fcm_tokens` (one `in` query per 30 users).
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,7 +19,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from functions.core.call_event import CallEvent
-from functions.core.numbers import spellings
+from functions.core.numbers import normalize, spellings
 from functions.core.recipients import (
     Doc,
     Selection,
@@ -32,6 +34,7 @@ TOKENS = "fcm_tokens"
 SETTINGS = "user_notification_settings"
 FORWARDS = "call_forward_info"
 IN_LIMIT = 30
+CACHE_ENTRIES = 10_000
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
@@ -40,12 +43,52 @@ def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
 
 
 class FirestoreDirectory:
-    def __init__(self, client: firestore.Client, pool: ThreadPoolExecutor, region: str) -> None:
+    """With `cache_seconds` > 0, the recipients of one (number, PBX) are reused for that long:
+    a busy company number costs one lookup per window instead of one per call (the lookup is
+    the largest part of the notifier's latency, docs/benchmarks.md). An admin's change (a new
+    device, pushes turned off) applies within the window; a token found dead is dropped at once.
+    """
+
+    def __init__(
+        self,
+        client: firestore.Client,
+        pool: ThreadPoolExecutor,
+        region: str,
+        *,
+        cache_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
         self.pool = pool
         self.region = region
+        self.cache_seconds = cache_seconds
+        self.clock = clock
+        self._cache: dict[tuple[str, str, int], tuple[float, Selection]] = {}
+        self._lock = threading.Lock()
 
     def recipients_for(self, event: CallEvent) -> Selection:
+        if self.cache_seconds <= 0:
+            return self._lookup(event)
+        key = (normalize(event.dialled_number, self.region), event.relay, event.server_id)
+        now = self.clock()
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < self.cache_seconds:
+            return hit[1]
+        selection = self._lookup(event)
+        with self._lock:
+            if len(self._cache) >= CACHE_ENTRIES:
+                self._cache.clear()  # bounded; a cold lookup is only a little slower
+            self._cache[key] = (now, selection)
+        return selection
+
+    def _forget_token_doc(self, doc_id: str) -> None:
+        with self._lock:
+            for key, (_, selection) in list(self._cache.items()):
+                if any(d.doc_id == doc_id for r in selection.recipients for d in r.devices):
+                    del self._cache[key]
+
+    def _lookup(self, event: CallEvent) -> Selection:
         selection = Selection()
         query = self.client.collection(EXTENSIONS).where(
             filter=FieldFilter("accountCode", "in", spellings(event.dialled_number, self.region))
@@ -98,4 +141,5 @@ class FirestoreDirectory:
         return by_user
 
     def delete_token_doc(self, doc_id: str) -> None:
+        self._forget_token_doc(doc_id)
         self.client.collection(TOKENS).document(doc_id).delete()

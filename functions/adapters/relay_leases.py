@@ -44,6 +44,7 @@ from functions.log import fields
 log = logging.getLogger("connector.leases")
 
 TAKEOVERS = "takeovers"
+RENEW_BATCH = 200  # leases renewed per transaction (Firestore allows 500 writes per commit)
 MARKER_TTL = timedelta(days=7)  # far beyond any transaction's life; for an optional TTL policy
 TIME_FIELDS = ("expiresAt", "renewedAt", "releasedAt")
 
@@ -169,6 +170,50 @@ class RelayLeases:
             self.conflicts += 1
             return False
 
+    def renew_many(self, held: dict[str, int]) -> dict[str, bool | None]:
+        """renew() for many leases in one transaction per RENEW_BATCH: an instance holding a
+        thousand relays pays a few commits per round instead of a thousand. None: unknown (the
+        batch lost a race or failed); retried next round, the deadline timers stay armed."""
+        results: dict[str, bool | None] = {}
+        items = sorted(held.items())
+        for start in range(0, len(items), RENEW_BATCH):
+            chunk = dict(items[start : start + RENEW_BATCH])
+            try:
+                results.update(self._renew_chunk(chunk))
+            except exceptions.GoogleAPICallError as exc:
+                if not lost_race(exc):
+                    raise
+                self.conflicts += 1
+                results.update(dict.fromkeys(chunk))
+        return results
+
+    def _renew_chunk(self, chunk: dict[str, int]) -> dict[str, bool | None]:
+        refs = {endpoint: self._ref(endpoint) for endpoint in chunk}
+
+        @firestore.transactional
+        def run(tx: firestore.Transaction) -> dict[str, bool | None]:
+            snaps = {
+                s.reference.path: s
+                for s in tx.get_all(list(refs.values()), timeout=self.rpc_timeout)
+            }
+            now = self.clock()
+            out: dict[str, bool | None] = {}
+            for endpoint, ref in refs.items():
+                snap = snaps.get(ref.path)
+                current = snap.to_dict() if snap is not None and snap.exists else None
+                decision = decide_renew(
+                    current, self.instance_id, chunk[endpoint], now, self.policy
+                )
+                if decision.action is not Action.RENEW or decision.record is None:
+                    out[endpoint] = False
+                    continue
+                record = decision.record
+                tx.update(ref, _stored({k: record[k] for k in ("expiresAt", "renewedAt")}))
+                out[endpoint] = True
+            return out
+
+        return run(self.client.transaction())
+
     def release(self, endpoint: str, generation: int) -> None:
         """End our lease now so another instance takes the relay at its next try. Call it only
         after this instance stopped reading the relay."""
@@ -199,6 +244,7 @@ class _Held:
 
 
 _FAILED = object()  # a Firestore call that raised or is still running after op_timeout
+_RENEWALS = "<renewals>"  # in-flight key of the batched renewal call
 
 
 class LeaseKeeper:
@@ -288,6 +334,7 @@ class LeaseKeeper:
             generation = self._held[endpoint].generation
             self._lose(endpoint, "relay no longer watched")
             calls.append(self._release(endpoint, generation))
+        due: dict[str, int] = {}
         for endpoint in wanted:
             if endpoint in self._inflight:
                 continue  # the previous call is still running: no pile-up of threads
@@ -296,7 +343,9 @@ class LeaseKeeper:
                 calls.append(self._acquire(endpoint, desired, on_gain))
             elif now >= held.renew_due - self.policy.renew_every / 2:
                 # half a period of slack: a round woken by poke() does not renew early
-                calls.append(self._renew(endpoint, held.generation))
+                due[endpoint] = held.generation
+        if due and _RENEWALS not in self._inflight:
+            calls.append(self._renew_all(due))
         await asyncio.gather(*calls)
 
     async def _call(self, endpoint: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -349,10 +398,15 @@ class LeaseKeeper:
         except Exception:
             log.exception("on_gain failed", extra=fields(relay=endpoint))
 
-    async def _renew(self, endpoint: str, generation: int) -> None:
+    async def _renew_all(self, due: dict[str, int]) -> None:
+        started = asyncio.get_running_loop().time()
+        results = await self._call(_RENEWALS, self.leases.renew_many, due)
+        for endpoint, generation in due.items():
+            ok = _FAILED if results is _FAILED else results.get(endpoint)
+            self._renewed(endpoint, generation, started, _FAILED if ok is None else ok)
+
+    def _renewed(self, endpoint: str, generation: int, started: float, ok: Any) -> None:
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        ok = await self._call(endpoint, self.leases.renew, endpoint, generation)
         held = self._held.get(endpoint)
         if held is None or held.generation != generation:
             return  # dropped meanwhile (deadline passed or no longer desired)

@@ -34,7 +34,9 @@ def build_notifier(settings: Settings) -> Notifier:
     client = firestore.Client(project=settings.project)
     app = init_firebase_app(settings.project, settings.fcm_endpoint)
     return Notifier(
-        directory=FirestoreDirectory(client, pool, settings.default_region),
+        directory=FirestoreDirectory(
+            client, pool, settings.default_region, cache_seconds=settings.recipient_cache_seconds
+        ),
         sender=FcmSender(app, BackgroundLoop("fcm")),
         history=HistoryStore(client, pool),
         ledger=LedgerStore(client),

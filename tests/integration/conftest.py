@@ -42,6 +42,9 @@ def notifier(emulator, fcm, tmp_path_factory) -> Iterator[NotifierProcess]:
         "FCM_ENDPOINT": fcm.url,
         "RING_WINDOW_SECONDS": "60",
         "LOG_LEVEL": "INFO",
+        # Tests rewrite the same users between tests; the cache has its own tests
+        # (test_recipient_cache.py).
+        "RECIPIENT_CACHE_SECONDS": "0",
     }
     proc = NotifierProcess(env, tmp_path_factory.mktemp("notifier") / "notifier.log").start()
     yield proc

@@ -141,6 +141,22 @@ class Timeline:
                 holding.discard(who)
 
 
+def test_batched_renewal_renews_ours_and_reports_lost_ones(clean: None) -> None:
+    a, b = instance("a"), instance("b")
+    mine = {f"pbx{i}.example:7099": a.try_acquire(f"pbx{i}.example:7099") for i in range(5)}
+    assert all(mine.values())
+    stolen = "pbx0.example:7099"
+    a.release(stolen, mine[stolen])
+    assert b.try_acquire(stolen) is not None
+    before = {ep: a.read(ep)["expiresAt"] for ep in mine}
+    time.sleep(0.05)
+    results = a.renew_many(mine)
+    assert results[stolen] is False
+    assert all(results[ep] is True for ep in mine if ep != stolen)
+    assert all(a.read(ep)["expiresAt"] > before[ep] for ep in mine if ep != stolen)
+    assert a.read(stolen)["holder"] == b.instance_id
+
+
 async def until(check: Callable[[], Any], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -203,6 +219,10 @@ class CutOff(RelayLeases):
     def renew(self, endpoint: str, generation: int) -> bool:
         self._gate()
         return super().renew(endpoint, generation)
+
+    def renew_many(self, held: dict[str, int]) -> dict[str, bool | None]:
+        self._gate()
+        return super().renew_many(held)
 
 
 @pytest.mark.parametrize("mode", ["error", "hang"])

@@ -1,0 +1,321 @@
+"""What every benchmark shares: result rows with targets, percentiles, the machine's description,
+starting and stopping helper processes, CPU pinning.
+
+Nothing here asserts a timing: a benchmark reports figures and whether each target was met; only
+the runner's reader (docs/benchmarks.md) judges them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import queue
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+PROJECT = "demo-makecall-bench"
+
+PACKAGES = (
+    "websockets",
+    "orjson",
+    "httpx",
+    "httpcore",
+    "h2",
+    "firebase-admin",
+    "functions-framework",
+    "gunicorn",
+    "google-cloud-firestore",
+    "google-cloud-pubsub",
+    "grpcio",
+    "psutil",
+    "pyinstrument",
+    "py-spy",
+)
+
+
+# results -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One figure of a benchmark, with its target (if any) and the same-run baseline (if any)."""
+
+    label: str
+    value: float | None
+    unit: str
+    target: str = ""  # e.g. ">= 30000", "<= 15", "<= 1.3x baseline"
+    passed: bool | None = None  # None: no target
+    baseline: float | None = None
+    baseline_label: str = ""
+    ratio: float | None = None  # value / baseline
+    note: str = ""
+
+
+@dataclass
+class Proposal:
+    """A change the numbers suggest: where, how much of the time it owns, what to change, and the
+    gain measured with a prototype in this run (or in a scratch copy, said so in `evidence`)."""
+
+    rank_hint: float  # larger = more important (the measured gain in the benchmark's own terms)
+    where: str  # file and function
+    share: str  # measured share of the time / cost
+    change: str
+    gain: str  # measured gain and how it was measured
+    evidence: str = ""
+
+
+@dataclass
+class BenchResult:
+    name: str
+    title: str
+    rows: list[Row] = field(default_factory=list)
+    baseline: str = ""  # what the baseline is and why it is meaningful
+    method: str = ""
+    notes: list[str] = field(default_factory=list)
+    proposals: list[Proposal] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def at_least(value: float | None, threshold: float) -> bool | None:
+    return None if value is None else value >= threshold
+
+
+def at_most(value: float | None, threshold: float) -> bool | None:
+    return None if value is None else value <= threshold
+
+
+def ratio(value: float | None, baseline: float | None) -> float | None:
+    if value is None or not baseline:
+        return None
+    return value / baseline
+
+
+# statistics -------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], pct: float) -> float | None:
+    """Nearest-rank percentile (p99 of 1,000 samples is the 990th smallest)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def median(values: Sequence[float]) -> float | None:
+    return percentile(values, 50)
+
+
+def summary_ms(values_s: Sequence[float]) -> dict[str, float | int | None]:
+    ms = [v * 1000 for v in values_s]
+    return {
+        "n": len(ms),
+        "p50": percentile(ms, 50),
+        "p90": percentile(ms, 90),
+        "p99": percentile(ms, 99),
+        "max": max(ms) if ms else None,
+        "min": min(ms) if ms else None,
+    }
+
+
+# the machine ------------------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _mem_total_gib() -> float | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    return None
+
+
+def _node_version() -> str:
+    try:
+        out = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "absent"
+
+
+def machine() -> dict[str, Any]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "memory_gib": _mem_total_gib(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "node": _node_version(),
+        "packages": versions,
+        "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE),
+    }
+
+
+# processes --------------------------------------------------------------------------------------
+
+
+def pin_to_cpu(index: int) -> None:
+    """Keep this process on one core (the benchmark's 'one core'); no-op where not possible."""
+    with contextlib.suppress(AttributeError, OSError):
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) > 1:
+            os.sched_setaffinity(0, {cpus[index % len(cpus)]})
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise RLIMIT_NOFILE's soft limit towards `wanted` (up to the hard limit); return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def bench_env(**extra: str) -> dict[str, str]:
+    """A child's environment: this one, the repo importable, nothing proxied."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
+_READERS: dict[int, queue.Queue[str | None]] = {}
+
+
+def _reader(proc: subprocess.Popen) -> queue.Queue[str | None]:
+    """One thread per child drains its stdout into a queue (a selector on a buffered pipe would
+    miss lines already read into the buffer)."""
+    lines = _READERS.get(proc.pid)
+    if lines is None:
+        lines = _READERS[proc.pid] = queue.Queue()
+        stream = proc.stdout
+        assert stream is not None
+
+        def pump() -> None:
+            for line in stream:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True, name=f"stdout-{proc.pid}").start()
+    return lines
+
+
+def read_json_line(proc: subprocess.Popen, timeout: float) -> dict[str, Any]:
+    """The next JSON line a child prints on stdout (e.g. its 'ready' line), bounded in time."""
+    lines = _reader(proc)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no JSON line from child after {timeout}s")
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            continue
+        if line is None:
+            lines.put(None)
+            raise RuntimeError(f"child exited ({proc.poll()}) before printing the line")
+        with contextlib.suppress(ValueError):
+            value = json.loads(line)
+            if isinstance(value, dict):
+                return value
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[list[float]]:
+    box: list[float] = []
+    start = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box.append(time.perf_counter() - start)
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (from /proc; 0 when gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of a process (e.g. gunicorn's worker under functions-framework)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return out
