@@ -1,9 +1,15 @@
 """Cloud Functions entry points. Decode, delegate, nothing else: the work is in functions/."""
 
+import os
+
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from functions.notifier.app import handle_cloud_event
+from functions.notifier.app import handle_cloud_event, warm_in_background
+
+# functions-framework's gunicorn imports this module, then forks its worker: build the clients
+# in the worker as soon as it exists, not on the first call.
+os.register_at_fork(after_in_child=warm_in_background)
 
 
 @functions_framework.cloud_event

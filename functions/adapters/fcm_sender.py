@@ -68,16 +68,17 @@ class _StaticToken(google.auth.credentials.Credentials):
 def _without_builtin_retries(app: firebase_admin.App) -> None:
     """firebase-admin retries 500/503 itself for up to 7 s, ignoring Retry-After on the async
     path: that would spend the ring window blind. The notifier retries transient failures itself
-    while the call still rings, so the library must answer at once."""
-    from firebase_admin import _http_client
-    from firebase_admin._retry import HttpxRetry
+    while the call still rings, so the library must answer at once. The retry policy of the
+    existing transports is replaced in place: building a second client would load the CA bundle
+    three more times (~130 ms of cold start, docs/benchmarks.md)."""
+    from firebase_admin._retry import HttpxRetry, HttpxRetryTransport
 
     service = messaging._get_messaging_service(app)
-    service._async_client = _http_client.HttpxAsyncClient(
-        credential=service._credential,
-        timeout=app.options.get("httpTimeout", _http_client.DEFAULT_TIMEOUT_SECONDS),
-        retry_config=HttpxRetry(max_retries=0),
-    )
+    no_retry = HttpxRetry(max_retries=0)
+    transports = service._async_client.async_client._mounts.values()
+    for transport in transports:
+        if isinstance(transport, HttpxRetryTransport):
+            transport._retry = no_retry
 
 
 def init_firebase_app(

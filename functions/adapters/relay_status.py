@@ -16,6 +16,7 @@ from functions.log import fields
 
 log = logging.getLogger("connector.status")
 RELAY_STATUS = "relay_status"
+BATCH = 400  # writes per commit (Firestore allows 500)
 
 
 def status_doc_id(endpoint: str) -> str:
@@ -58,15 +59,26 @@ class RelayStatusWriter:
         self.failures = 0
 
     async def write(self, endpoint: str, report: dict[str, Any]) -> bool:
-        doc = status_document(report, self.instance)
-        ref = self.client.collection(RELAY_STATUS).document(status_doc_id(endpoint))
+        return await self.write_many({endpoint: report})
+
+    async def write_many(self, reports: dict[str, dict[str, Any]]) -> bool:
+        """All in batched commits (a connector may hold a thousand relays), off the loop."""
         try:
-            await asyncio.to_thread(ref.set, doc)
+            await asyncio.to_thread(self._commit, reports)
         except Exception as exc:  # never let status reporting disturb the connector
             self.failures += 1
             log.warning(
                 "relay status not written",
-                extra=fields(relay=endpoint, error=f"{type(exc).__name__}: {exc}"[:200]),
+                extra=fields(relays=len(reports), error=f"{type(exc).__name__}: {exc}"[:200]),
             )
             return False
         return True
+
+    def _commit(self, reports: dict[str, dict[str, Any]]) -> None:
+        items = list(reports.items())
+        for start in range(0, len(items), BATCH):
+            batch = self.client.batch()
+            for endpoint, report in items[start : start + BATCH]:
+                ref = self.client.collection(RELAY_STATUS).document(status_doc_id(endpoint))
+                batch.set(ref, status_document(report, self.instance))
+            batch.commit()

@@ -181,12 +181,14 @@ class Connector:
         while True:
             await asyncio.sleep(STATUS_CHECK_EVERY)
             now = time.time()
+            due: dict[str, dict[str, Any]] = {}
             for endpoint, runtime in list(self.relays.items()):
                 report = self.relay_report(runtime)
                 state, when = written.get(endpoint, ("", 0.0))
-                due = report["state"] != state or now - when >= STATUS_REFRESH_EVERY
-                if due and await self.status_writer.write(endpoint, report):
-                    written[endpoint] = (report["state"], now)
+                if report["state"] != state or now - when >= STATUS_REFRESH_EVERY:
+                    due[endpoint] = report
+            if due and await self.status_writer.write_many(due):
+                written.update({ep: (report["state"], now) for ep, report in due.items()})
 
     @staticmethod
     def relay_report(rt: RelayRuntime) -> dict[str, Any]:

@@ -55,6 +55,20 @@ def notifier() -> Notifier:
         return _notifier
 
 
+def warm_in_background() -> None:
+    """Build the clients in a worker process right after the fork, before the first event (a
+    ringing call) has to wait for them. The master never builds them: gRPC does not survive a
+    fork. Failures are only logged here; the first event builds again and reports properly."""
+
+    def warm() -> None:
+        try:
+            notifier()
+        except Exception:
+            log.exception("warm-up of the notifier's clients failed")
+
+    threading.Thread(target=warm, name="warm-clients", daemon=True).start()
+
+
 def decode_pubsub_event(data: Any) -> CallEvent:
     """The call event inside a `google.cloud.pubsub.topic.v1.messagePublished` CloudEvent."""
     if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
