@@ -98,7 +98,8 @@ def render(payload: dict[str, Any]) -> str:
     out += [
         "Proposals for the owners of functions/ (this harness changes no product code). Each was "
         "measured: a prototype in the benchmark's own process (bench/prototypes.py, the same run) "
-        "or a profile (py-spy / pyinstrument / cProfile), as said. Ranked by measured gain.",
+        "or a profile (py-spy / pyinstrument / cProfile), as said. Ranked by measured gain. Those "
+        "the product has since adopted say so; their figures above are already the new code's.",
         "",
         "| # | where | measured share | proposed change | measured gain |",
         "|---|---|---|---|---|",
@@ -108,13 +109,26 @@ def render(payload: dict[str, Any]) -> str:
     proposals.sort(key=lambda p: -float(p["rank_hint"]))
     for index, p in enumerate(proposals, 1):
         evidence = f" ({p['evidence']})" if p.get("evidence") else ""
-        out.append(
-            f"| {index} | {p['where']} | {p['share']} | {p['change']} | {p['gain']}{evidence} |"
-        )
+        adopted = next((note for key, note in ADOPTED.items() if key in str(p["where"])), "")
+        change = f"{p['change']} **Adopted:** {adopted}" if adopted else p["change"]
+        out.append(f"| {index} | {p['where']} | {p['share']} | {change} | {p['gain']}{evidence} |")
     out += ["", "### Choices already made by measurement", ""]
     out += [f"- {line}" for line in CHOICES]
     return "\n".join(out) + "\n"
 
+
+# Proposals the product adopted (matched on the proposal's `where`), and how.
+ADOPTED = {
+    "recipients_for": "a 10 s cache per (number, relay, server id), RECIPIENT_CACHE_SECONDS; a "
+    "dead token leaves it at once. End to end p50 went from 32 ms to under 15 ms in this harness.",
+    "relay_leases.py": "renewals of all held leases in one transaction per 200 leases per round "
+    "(RelayLeases.renew_many), and relay_status written in batched commits; the per-instance "
+    "heartbeat is not done.",
+    "_validate": "amiws' all-string dict is used as it is (frames.py).",
+    "requirements.txt": "sniffio is pinned.",
+    "fcm_sender.py": "in part: firebase-admin's retries are switched off on its existing "
+    "transports instead of building a second client (cold start −85 ms); h2c locally is not done.",
+}
 
 CHOICES = [
     "JSON library: orjson for relay frames (frames.py) — in the ingest run `orjson.loads` is "
