@@ -7,6 +7,7 @@ prompt (amiws buffers without limit for a slow reader).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from functions.log import fields, mask_number
 
 log = logging.getLogger("connector.ingest")
 _LOG_EVERY = 100  # after the first few, log one bad frame of each reason per this many
+# amiws writes the AMI headers in order, Event first: found without parsing the frame.
+_EVENT = re.compile(rb'"Event"\s*:\s*"([A-Za-z]+)"')
 
 
 @dataclass
@@ -25,6 +28,7 @@ class RelayStats:
     frames: int = 0
     events: int = 0
     repaired: int = 0
+    unparsed: int = 0  # frames of events the call tracker cannot use now, skipped unparsed
     bad_frames: Counter[str] = field(default_factory=Counter)
     last_frame_at: float | None = None
     last_event_at: float | None = None
@@ -35,6 +39,7 @@ class RelayStats:
             "frames": self.frames,
             "events": self.events,
             "repaired": self.repaired,
+            "unparsed": self.unparsed,
             "bad_frames": dict(self.bad_frames),
             "last_frame_at": self.last_frame_at,
             "last_event_at": self.last_event_at,
@@ -53,6 +58,11 @@ class RelayIngest:
         now = time.time() if now is None else now
         self.stats.frames += 1
         self.stats.last_frame_at = now
+        if isinstance(payload, bytes) and len(payload) <= self.max_frame_bytes:
+            match = _EVENT.search(payload)
+            if match is not None and not self.tracker.needs(match.group(1).decode("ascii")):
+                self.stats.unparsed += 1
+                return []
         decoded = decode_frame(payload, max_bytes=self.max_frame_bytes)
         if isinstance(decoded, Rejected):
             self._bad(decoded, payload)

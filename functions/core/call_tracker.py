@@ -58,6 +58,9 @@ class Dropped:
     ended: CallEvent | None  # ENDED(UNKNOWN) to publish for a rung call, so phones stop ringing
 
 
+_DIALPLAN_EVENTS = frozenset({"Newexten", "VarSet"})
+
+
 class _Call:
     """What the outcome decision needs, nothing more. Answer-tracking fields are freed on answer."""
 
@@ -127,6 +130,14 @@ class CallTracker:
     @property
     def active_calls(self) -> int:
         return len(self._calls)
+
+    def needs(self, event: str) -> bool:
+        """Whether an AMI event of this name can change anything now. Lets the connector skip
+        parsing the hundreds of frames per call that cannot (RTCP, VarSet while no call waits
+        for its dialled number, ...)."""
+        if event in _DIALPLAN_EVENTS:
+            return bool(self._pending)
+        return event in self._handlers
 
     def feed(self, frame: Frame, now: float) -> list[CallEvent]:
         """The call events one relay frame causes (usually none). `now`: epoch seconds."""

@@ -59,3 +59,34 @@ def test_pbx_link_problems_from_amiws_responses_are_kept():
     }
     relay.on_frame(orjson.dumps(frame), 1.0)
     assert relay.stats.pbx_link == "Authentication failed"
+
+
+def _envelope(frame) -> bytes:
+    return orjson.dumps(
+        {
+            "type": frame.type,
+            "server_id": frame.server_id,
+            "server_name": frame.server_name,
+            "data": frame.data,
+        }
+    )
+
+
+def test_events_the_tracker_cannot_use_are_skipped_unparsed():
+    relay = ingest()
+    rtcp = b'{"type":3,"server_id":1,"data":{"Event":"RTCPSent","Channel":"x"}}'
+    varset = b'{"type":3,"server_id":1,"data":{"Event": "VarSet","Variable":"FROM_DID"}}'
+    assert relay.on_frame(rtcp, 1.0) == [] and relay.on_frame(varset, 1.0) == []
+    assert relay.stats.unparsed == 2 and relay.stats.bad_frames == {}
+    [ring] = relay.on_frame(orjson.dumps(seed_frame("1.1", "1.0")), 2.0)  # parsed: it matters
+    assert ring.linkedid == "1.1"
+
+
+def test_dialplan_events_are_parsed_while_a_call_waits_for_its_number():
+    from tests.unit.test_call_tracker import pending_root, varset
+
+    relay = ingest()
+    root = pending_root()
+    assert relay.on_frame(_envelope(root), 1.0) == []  # Exten "s": no number yet
+    [ring] = relay.on_frame(_envelope(varset("__FROM_DID", "07045144801")), 2.0)
+    assert ring.dialled_number == "07045144801" and relay.stats.unparsed == 0
