@@ -127,7 +127,7 @@ ADOPTED = {
     "_validate": "amiws' all-string dict is used as it is (frames.py), and frames of events the "
     "call tracker cannot use now (RTCP, VarSet with no call waiting for its number, ...) are "
     "skipped before parsing (connector/ingest.py, CallTracker.needs): connector/bare went from "
-    "0.58-0.68x to 0.80x.",
+    "0.58-0.68x to 0.70-0.80x across runs (noisy on this shared machine).",
     "requirements.txt": "sniffio is pinned.",
     "fcm_sender.py": "in part: firebase-admin's retries are switched off on its existing "
     "transports instead of building a second client (cold start −85 ms); h2c locally is not done.",
