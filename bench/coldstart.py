@@ -39,6 +39,7 @@ from bench.common import (
     stop_process,
 )
 from bench.stack import FakeFcmProcess, notifier_env, seed_demo
+from devtools.processes import notifier_command
 
 TARGET_RATIO = 1.3
 RELAY_PORT = 7099
@@ -93,19 +94,7 @@ def _one_start(env: dict[str, str], log: Path) -> dict[str, float]:
     with log.open("wb") as out:
         started = time.perf_counter()
         proc = subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "functions_framework",
-                "--target",
-                "on_call_event",
-                "--signature-type",
-                "cloudevent",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+            notifier_command(port, python=PY),
             cwd=ROOT,
             env=bench_env(PORT=str(port), **env),
             stdout=out,

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devtools.processes import free_port, stop_process  # noqa: F401 (re-exported)
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 PROJECT = "demo-makecall-bench"
@@ -212,17 +214,6 @@ def bench_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout)
-
-
 _READERS: dict[int, queue.Queue[str | None]] = {}
 
 
@@ -281,14 +272,6 @@ def fmt(value: float | None, digits: int = 1) -> str:
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:.{digits}f}"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:

@@ -93,43 +93,11 @@ def notifier(env: Mapping[str, str], source: str | None = None) -> Iterator[Any]
     from tests.support import NotifierProcess
 
     with tempfile.TemporaryDirectory() as tmp:
-        proc = NotifierProcess(env, Path(tmp) / "notifier.log")
-        if source is not None:
-            _start_source(proc, source)
-        else:
-            proc.start()
+        proc = NotifierProcess(env, Path(tmp) / "notifier.log", source=source or "").start()
         try:
             yield proc
         finally:
             proc.stop()
-
-
-def _start_source(proc: Any, source: str) -> None:
-    from tests.support import wait_for_port
-
-    proc._log = proc.log_path.open("wb")
-    proc.proc = subprocess.Popen(
-        [
-            PY,
-            "-m",
-            "functions_framework",
-            "--source",
-            source,
-            "--target",
-            "on_call_event",
-            "--signature-type",
-            "cloudevent",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(proc.port),
-        ],
-        cwd=ROOT,
-        env=proc.env,
-        stdout=proc._log,
-        stderr=subprocess.STDOUT,
-    )
-    wait_for_port(proc.port, timeout=30, proc=proc.proc)
 
 
 @contextlib.contextmanager

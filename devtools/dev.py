@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.support import wait_for_port
+from devtools.processes import notifier_command, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "demo-makecall"
@@ -135,19 +135,7 @@ def main() -> int:
         )
         stack.start(
             "notifier",
-            [
-                py,
-                "-m",
-                "functions_framework",
-                "--target",
-                "on_call_event",
-                "--signature-type",
-                "cloudevent",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(PORTS["notifier"]),
-            ],
+            notifier_command(PORTS["notifier"], python=py),
             PORTS["notifier"],
             FCM_ENDPOINT=f"http://127.0.0.1:{PORTS['fcm']}",
         )

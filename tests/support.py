@@ -4,35 +4,25 @@ the notifier under functions-framework (a subprocess, over HTTP), and helpers to
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
+from devtools.processes import free_port, notifier_command, stop_process, wait_for_port
+
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {port} after {timeout}s")
+__all__ = [
+    "ROOT",
+    "FirestoreEmulator",
+    "NotifierProcess",
+    "eventually",
+    "free_port",
+    "wait_for_port",
+]
 
 
 def eventually(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:
@@ -80,15 +70,15 @@ class FirestoreEmulator:
         urllib.request.urlopen(request, timeout=5).read()
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 class NotifierProcess:
-    """main.py's `on_call_event` served by functions-framework, as Cloud Functions runs it."""
+    """main.py's `on_call_event` served by functions-framework, as Cloud Functions runs it (or
+    another file's, with `source`: the benchmarks' floor notifier)."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, env: Mapping[str, str], log_path: Path, source: str = "") -> None:
+        self.source = source
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.env = {**os.environ, **env, "PORT": str(self.port)}
@@ -98,19 +88,7 @@ class NotifierProcess:
     def start(self) -> NotifierProcess:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "functions_framework",
-                "--target",
-                "on_call_event",
-                "--signature-type",
-                "cloudevent",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
+            notifier_command(self.port, source=self.source),
             cwd=ROOT,
             env=self.env,
             stdout=self._log,
@@ -123,10 +101,5 @@ class NotifierProcess:
         return self.log_path.read_text(errors="replace").splitlines()
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
         self._log.close()
