@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from devtools.processes import notifier_command, wait_for_port
+from devtools.processes import notifier_command, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "demo-makecall"
@@ -85,14 +85,10 @@ class Stack:
             print(f"\033[{color}m{name:>9}\033[0m | {_pretty(line)}", flush=True)
 
     def stop(self) -> None:
+        """Newest first, one at a time: the connector releases its leases while the Firestore
+        emulator still runs."""
         for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -71,6 +71,7 @@ class Connector:
             )
         self.keeper = LeaseKeeper(leases) if leases is not None else None
         self.desired: DesiredRelays = {}
+        self._stopping = False
         self.health = HealthServer(self.health_report)
         self.health_port: int | None = None
         self._watcher: UsersRelayWatcher | None = None
@@ -129,7 +130,8 @@ class Connector:
     def _on_loss(self, endpoint: str) -> None:
         """Fencing: another instance may hold the relay now, stop reading it at once."""
         if endpoint in self.relays:
-            log.warning("relay lease lost", extra=fields(relay=endpoint))
+            if not self._stopping:
+                log.warning("relay lease lost", extra=fields(relay=endpoint))
             self._stop(endpoint)
 
     def _stop(self, endpoint: str) -> None:
@@ -221,6 +223,7 @@ class Connector:
     async def shutdown(self) -> None:
         """Stop taking frames, flush what is queued, within Cloud Run's SIGTERM grace."""
         started = time.monotonic()
+        self._stopping = True
         if self._watcher is not None:
             self._watcher.stop()
         if self.keeper is not None:
