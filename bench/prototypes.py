@@ -54,13 +54,13 @@ def uninstall_fast_validate() -> None:
         frames._validate = original  # type: ignore[assignment]
 
 
-# fan-out: functions/adapters/fcm_sender.py `_without_builtin_retries` ----------------------------
+# fan-out: firebase-admin's own httpx client, for comparison with fcm_transport.py ----------------
 
 
 def fcm_client_with_limits(app: Any, **transport: Any) -> None:
-    """Replace firebase-admin's async FCM client like `_without_builtin_retries` does, with
-    transport options (httpx `limits`, `http1`/`http2`) passed to the underlying
-    `httpx.AsyncHTTPTransport`."""
+    """Put back a firebase-admin httpx client (its retries off) in place of AiohttpFcmClient,
+    with transport options (httpx `limits`, `http1`/`http2`) passed to the underlying
+    `httpx.AsyncHTTPTransport`: what the notifier sent through before fcm_transport.py."""
     import httpx
     from firebase_admin import _http_client, messaging
     from firebase_admin._retry import HttpxRetry, HttpxRetryTransport
@@ -83,13 +83,3 @@ def fcm_client_with_limits(app: Any, **transport: Any) -> None:
         mounts=mounts,
     )
     service._async_client = client
-
-
-async def send_in_waves(sender: Any, pushes: list[Any], wave: int) -> list[Any]:
-    """FcmSender._send with each send_each_async call limited to `wave` messages, the waves
-    concurrent: what a semaphore-bounded sender does, so httpcore's pool never queues."""
-    import asyncio
-
-    chunks = [pushes[i : i + wave] for i in range(0, len(pushes), wave)]
-    parts = await asyncio.gather(*(sender._send(chunk) for chunk in chunks))
-    return [r for part in parts for r in part]

@@ -128,22 +128,24 @@ ADOPTED = {
     "call tracker cannot use now (RTCP, VarSet with no call waiting for its number, ...) are "
     "skipped before parsing (connector/ingest.py, CallTracker.needs): connector/bare went from "
     "0.58-0.68x to 0.70-0.80x across runs (noisy on this shared machine).",
-    "requirements.txt": "sniffio is pinned.",
-    "fcm_sender.py": "in part: firebase-admin's retries are switched off on its existing "
-    "transports instead of building a second client (cold start −85 ms); h2c locally is not done.",
+    "firebase-admin's FCM HTTP client": "FcmSender sends through AiohttpFcmClient "
+    "(functions/adapters/fcm_transport.py); firebase-admin's httpx client is kept as the "
+    "comparison row.",
 }
 
 CHOICES = [
     "JSON library: orjson for relay frames (frames.py) — in the ingest run `orjson.loads` is "
     "the only per-frame cost the bare loop has; the connector's extra per-frame cost is in "
     "validation, not parsing (ingest notes).",
-    "Client reuse: one long-lived asyncio loop (BackgroundLoop) so firebase-admin's client and "
-    "its connections survive across events — the fan-out cold vs warm rows show what a fresh "
+    "Client reuse: one long-lived asyncio loop (BackgroundLoop) so the FCM client and its "
+    "connections survive across events — the fan-out cold vs warm rows show what a fresh "
     "client would cost per event.",
+    "HTTP client for FCM: aiohttp under firebase-admin (fcm_transport.py) — the fan-out rows "
+    "compare it with firebase-admin's httpx client over HTTP/1.1 and over HTTP/2 in the same run.",
     "Lazy imports: the notifier imports its modules at start-up and builds clients on the "
     "first event (fork safety); coldstart's importtime note shows google.cloud.firestore is "
     "the largest import, which the bare baseline pays too, so lazy imports cannot move the "
     "ratio; the first event's client set-up can.",
-    "Concurrency: one FCM request per device, all concurrent (send_each_async); the fan-out "
-    "rows show the HTTP/1.1 pool, not concurrency, is the limit.",
+    "Concurrency: one FCM request per device, all concurrent (send_each_async), up to 500 "
+    "keep-alive connections so a fan-out never waits for a free one.",
 ]

@@ -473,6 +473,7 @@ class FakeFcmServer:
             "path": request.path,
             "project": None,
             "authorized": auth.startswith("Bearer ") and len(auth) > len("Bearer "),
+            "bearer": auth.removeprefix("Bearer "),  # a fake's token: lets tests see refreshes
             "headers": {h: request.headers[h] for h in _RECORDED_HEADERS if h in request.headers},
             "body": None,
             "target": None,

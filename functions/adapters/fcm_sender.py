@@ -1,8 +1,9 @@
 """Sends pushes through firebase-admin (FCM HTTP v1) and classifies each answer.
 
 FCM v1 has no batch endpoint: one request per device, all sent concurrently by
-`messaging.send_each_async` over one reused HTTP/2 client. When FCM_ENDPOINT is set (local runs
-and tests) the requests go to that base URL instead of https://fcm.googleapis.com.
+`messaging.send_each_async` over one reused aiohttp connection pool (fcm_transport.py). When
+FCM_ENDPOINT is set (local runs and tests) the requests go to that base URL instead of
+https://fcm.googleapis.com.
 
 What an error means for the token (after matrix-org/sygnal's rules):
 - UNREGISTERED, or INVALID_ARGUMENT that names the registration token: the token is dead; delete it.
@@ -22,6 +23,7 @@ import google.auth.credentials
 from firebase_admin import credentials, exceptions, messaging
 
 from functions.adapters.background_loop import BackgroundLoop
+from functions.adapters.fcm_transport import AiohttpFcmClient
 from functions.core.push import Push
 
 BATCH_LIMIT = 500  # firebase-admin's cap per send_each call
@@ -65,20 +67,13 @@ class _StaticToken(google.auth.credentials.Credentials):
         return True
 
 
-def _without_builtin_retries(app: firebase_admin.App) -> None:
-    """firebase-admin retries 500/503 itself for up to 7 s, ignoring Retry-After on the async
-    path: that would spend the ring window blind. The notifier retries transient failures itself
-    while the call still rings, so the library must answer at once. The retry policy of the
-    existing transports is replaced in place: building a second client would load the CA bundle
-    three more times (~130 ms of cold start, docs/benchmarks.md)."""
-    from firebase_admin._retry import HttpxRetry, HttpxRetryTransport
-
+def _send_through_aiohttp(app: firebase_admin.App) -> None:
+    """Swap firebase-admin's httpx client on the FCM send path for AiohttpFcmClient
+    (fcm_transport.py says why). It has no retries of its own either: firebase-admin's would
+    retry 500/503 for up to 7 s, ignoring Retry-After on the async path, spending the ring
+    window blind; the notifier retries transient failures itself while the call still rings."""
     service = messaging._get_messaging_service(app)
-    no_retry = HttpxRetry(max_retries=0)
-    transports = service._async_client.async_client._mounts.values()
-    for transport in transports:
-        if isinstance(transport, HttpxRetryTransport):
-            transport._retry = no_retry
+    service._async_client = AiohttpFcmClient(app.credential.get_credential())
 
 
 def init_firebase_app(
@@ -91,7 +86,7 @@ def init_firebase_app(
         service._fcm_url = f"{fcm_endpoint}/v1/projects/{project}/messages:send"
     else:
         app = firebase_admin.initialize_app(options={"projectId": project}, name=name)
-    _without_builtin_retries(app)
+    _send_through_aiohttp(app)
     return app
 
 
@@ -168,6 +163,16 @@ class FcmSender:
         self.app = app
         self.loop = loop
         self.timeout = timeout
+
+    def warm(self) -> None:
+        """Fetch the access token and build the TLS context before the first call needs them."""
+        client = messaging._get_messaging_service(self.app)._async_client
+        if isinstance(client, AiohttpFcmClient):
+            self.loop.run(client.warm(), timeout=self.timeout)
+
+    def close(self) -> None:
+        client = messaging._get_messaging_service(self.app)._async_client
+        self.loop.run(client.aclose(), timeout=self.timeout)
 
     def send(self, pushes: list[Push]) -> list[SendResult]:
         if not pushes:

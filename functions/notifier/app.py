@@ -1,4 +1,5 @@
-"""Wires the notifier once per process: settings, Firestore, firebase-admin, thread pool."""
+"""Wires the notifier once per process: settings, Firestore, firebase-admin over aiohttp,
+thread pool."""
 
 from __future__ import annotations
 
@@ -62,7 +63,9 @@ def warm_in_background() -> None:
 
     def warm() -> None:
         try:
-            notifier()
+            sender = notifier().sender
+            if isinstance(sender, FcmSender):
+                sender.warm()  # the access token and TLS set-up, off the first call's path
         except Exception:
             log.exception("warm-up of the notifier's clients failed")
 
