@@ -52,6 +52,7 @@ BARE_IMPORTS = (
     "phonenumbers",
     "orjson",
     "httpx",
+    "aiohttp",
 )
 
 

@@ -14,8 +14,8 @@ after the calls; its CPU over an idle window (pings: the connector pings every r
 each relay's websockets server pings every 20 s); then calls at 100/s, each a seed Newchannel on
 the next relay in turn, latency = sink arrival − relay send (one machine clock).
 
-Prototype: the same connector with LEASE_RENEW_SECONDS=30 / LEASE_SECONDS=120 (settings only),
-to see how the idle cost follows the per-relay lease renewals (functions/adapters/relay_leases.py).
+Idle cost does not grow with the relays held: relay leases live on one heartbeat document per
+connector instance (functions/adapters/relay_leases.py, docs/leases.md), renewed every 5 s.
 
 Baseline: the same relay process and sink, a bare client process (`bare` role): one
 `websockets.connect` per relay with the connector's ping settings, `orjson.loads` per frame and
@@ -38,7 +38,6 @@ from bench.common import (
     PY,
     ROOT,
     BenchResult,
-    Proposal,
     Row,
     at_most,
     bench_env,
@@ -57,7 +56,6 @@ P99_MS = 50.0
 RATE = 100.0
 # The prototype: the same connector with leases renewed 6x less often (settings, no code change),
 # to measure how its idle cost scales with lease renewals.
-LEASES_30S = {"LEASE_RENEW_SECONDS": "30", "LEASE_SECONDS": "120", "LEASE_SKEW_SECONDS": "5"}
 
 
 # relay process ------------------------------------------------------------------------------------
@@ -266,10 +264,7 @@ def run(quick: bool = False) -> BenchResult:
     try:
         ready = read_json_line(relay, 120)
         urls, sink = ready["urls"], ready["sink"]
-        for label, prefix, extra in (
-            ("connector", "sc", {}),
-            ("leases_30s", "sl", LEASES_30S),
-        ):
+        for label, prefix, extra in (("connector", "sc", {}),):
             connector = subprocess.Popen(
                 [PY, "-m", "functions.connector"],
                 cwd=ROOT,
@@ -384,20 +379,6 @@ def run(quick: bool = False) -> BenchResult:
             "bare",
         ),
     ]
-    lv = figures["leases_30s"]
-    result.rows += [
-        Row(
-            "prototype: leases renewed every 30 s (LEASE_SECONDS=120), idle CPU",
-            lv["idle_cpu_pct"],
-            "% of a core",
-            f"<= {IDLE_PCT:.0f}",
-            at_most(lv["idle_cpu_pct"], IDLE_PCT),
-            c["idle_cpu_pct"],
-            "shipped (5 s)",
-            _ratio(lv["idle_cpu_pct"], c["idle_cpu_pct"]),
-            note=f"p99 {lv['latency_ms']['p99']:.1f} ms, RSS {lv['rss_mib_connected']:.0f} MiB",
-        ),
-    ]
     result.raw = figures
     per_conn_kib = (
         (c["rss_mib_connected"] - b["rss_mib_connected"]) * 1024 / count
@@ -408,26 +389,6 @@ def run(quick: bool = False) -> BenchResult:
         result.notes.append(
             f"Connector over bare: {per_conn_kib:.1f} KiB RSS per connection (product objects, "
             "Firestore/gRPC and Pub/Sub clients are a fixed part of the difference)."
-        )
-    if c["idle_cpu_pct"] > IDLE_PCT:
-        result.proposals.append(
-            Proposal(
-                c["idle_cpu_pct"] / max(lv["idle_cpu_pct"], 0.1),
-                "functions/adapters/relay_leases.py `LeaseKeeper._round` / `RelayLeases.renew`",
-                f"idle: {c['idle_cpu_pct']:.0f}% of a core with {count:,} relays (bare "
-                f"{b['idle_cpu_pct']:.1f}%); py-spy: ~60% of the idle samples in renew's "
-                "transaction (begin + get + commit per relay every 5 s: 600 RPCs/s at 1,000)",
-                "renew all held leases of a round together: one `get_all` of the held lease "
-                "documents, then `update(..., option=write_option(last_update_time=...))` per "
-                "lease in one WriteBatch (≤ 500 per commit), falling back to the per-lease "
-                "transaction only on a precondition failure; or renew one per-instance "
-                "heartbeat document the relay leases point to",
-                f"cost scales with renewals: renewing 6× less often measured "
-                f"{c['idle_cpu_pct']:.0f}% → {lv['idle_cpu_pct']:.0f}% idle CPU (settings "
-                "prototype); batching cuts renewal RPCs per round from 3 per relay to ~2 per "
-                "500 relays, so idle cost should fall near the bare client's",
-                "the settings prototype lengthens failover; batching does not",
-            )
         )
     return result
 

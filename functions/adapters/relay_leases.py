@@ -1,12 +1,13 @@
 """Firestore leases on relays (`relay_leases/{lease_id}`), so each relay is read by exactly one
-connector instance; the decisions are functions.core.lease's. See docs/leases.md.
+connector instance, kept alive by one heartbeat per instance (`connector_instances/{session}`);
+the decisions are functions.core.lease's. See docs/leases.md.
 
-`RelayLeases` runs one decision per Firestore transaction (sync client). Every change of holder
-also creates a write-once marker `relay_leases/{id}/takeovers/{epoch}-{generation}`: an `exists`
-precondition is atomic on Firestore and on the local emulator alike (which does not isolate
-transactions), so two instances can never both win one generation. `LeaseKeeper` drives it from
-asyncio: Firestore calls run in threads, and a holder stops on its own deadline timer even when
-Firestore hangs.
+Idle cost does not grow with the relays held: a round renews one heartbeat document. Leases are
+written only when a holder changes or lets go. Every change of holder also creates a write-once
+marker `relay_leases/{id}/takeovers/{epoch}-{generation}`: an `exists` precondition is atomic on
+Firestore and on the local emulator alike (which does not isolate transactions), so two
+instances can never both win one generation. `LeaseKeeper` drives it from asyncio: Firestore
+calls run in threads, and a holder stops on its own deadline timer even when Firestore hangs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import os
 import socket
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -28,15 +28,17 @@ from google.cloud import firestore
 
 from functions.adapters.firestore_races import lost_race
 from functions.core.lease import (
+    INSTANCES,
     LEASES,
     Action,
     LeasePolicy,
     decide_acquire,
+    decide_heartbeat,
     decide_release,
-    decide_renew,
     holder_deadline,
     lease_id,
     marker_id,
+    new_heartbeat,
     seconds,
 )
 from functions.log import fields
@@ -44,9 +46,9 @@ from functions.log import fields
 log = logging.getLogger("connector.leases")
 
 TAKEOVERS = "takeovers"
-RENEW_BATCH = 200  # leases renewed per transaction (Firestore allows 500 writes per commit)
 MARKER_TTL = timedelta(days=7)  # far beyond any transaction's life; for an optional TTL policy
-TIME_FIELDS = ("expiresAt", "renewedAt", "releasedAt")
+TIME_FIELDS = ("expiresAt", "renewedAt", "startedAt", "acquiredAt", "releasedAt")
+READ_BATCH = 300  # documents per batched read (get_all) when looking for relays to take
 
 GainCallback = Callable[[str, int], None]
 LossCallback = Callable[[str], None]
@@ -60,11 +62,19 @@ def new_instance_id() -> str:
 
 
 def _stored(record: dict[str, Any]) -> dict[str, Any]:
-    """Core times (epoch seconds) as Firestore timestamps, readable in the console."""
+    """Core times (epoch seconds) as Firestore timestamps, readable in the console and usable
+    by a TTL policy."""
     return {
         key: datetime.fromtimestamp(value, UTC) if key in TIME_FIELDS else value
         for key, value in record.items()
     }
+
+
+def _loaded(snap: Any) -> dict[str, Any] | None:
+    if snap is None or not snap.exists:
+        return None
+    record = snap.to_dict() or {}
+    return {k: seconds(v) if k in TIME_FIELDS else v for k, v in record.items()}
 
 
 class RelayLeases:
@@ -81,6 +91,9 @@ class RelayLeases:
     ) -> None:
         self.client = client
         self.instance_id = instance_id
+        self.session = instance_id  # the holder named in leases; changes after a lapse
+        self._sessions = 0
+        self.heartbeat_expires = 0.0  # the expiry our last heartbeat write set (our clock)
         self.policy = LeasePolicy(lease_seconds, renew_every, max_skew)
         self.rpc_timeout = rpc_timeout  # per read, so a stuck call ends (LeaseKeeper won't wait)
         self.clock = clock
@@ -89,24 +102,129 @@ class RelayLeases:
     def _ref(self, endpoint: str) -> firestore.DocumentReference:
         return self.client.collection(LEASES).document(lease_id(endpoint))
 
+    def _heartbeat_ref(self, session: str) -> firestore.DocumentReference:
+        return self.client.collection(INSTANCES).document(session)
+
     def read(self, endpoint: str) -> dict[str, Any] | None:
         """The lease record, times as epoch seconds (for health pages and tests)."""
-        snap = self._ref(endpoint).get(timeout=self.rpc_timeout)
-        if not snap.exists:
-            return None
-        record = snap.to_dict() or {}
-        return {k: seconds(v) if k in TIME_FIELDS else v for k, v in record.items()}
+        return _loaded(self._ref(endpoint).get(timeout=self.rpc_timeout))
+
+    def read_heartbeat(self, session: str | None = None) -> dict[str, Any] | None:
+        return _loaded(self._heartbeat_ref(session or self.session).get(timeout=self.rpc_timeout))
+
+    # -- heartbeat ------------------------------------------------------------------------------
+
+    def new_session(self) -> str:
+        """After our heartbeat lapsed: leases of the old session are taken back like anyone
+        else's, as new generations, never resumed."""
+        self._sessions += 1
+        self.session = f"{self.instance_id}.{self._sessions}"
+        self.heartbeat_expires = 0.0
+        return self.session
+
+    def start_heartbeat(self) -> bool:
+        """Create this session's heartbeat. False when a record of that name exists already."""
+        record = new_heartbeat(self.session, self.clock(), self.policy)
+        try:
+            self._heartbeat_ref(self.session).create(_stored(record), timeout=self.rpc_timeout)
+        except exceptions.AlreadyExists:
+            return False
+        self.heartbeat_expires = record["expiresAt"]
+        log.info("connector heartbeat started", extra=fields(holder=self.session))
+        return True
+
+    def heartbeat(self) -> bool:
+        """Extend our heartbeat, and with it every lease we hold; False when it is lost: stop
+        using all of them at once."""
+        ref = self._heartbeat_ref(self.session)
+
+        @firestore.transactional
+        def run(tx: firestore.Transaction) -> float | None:
+            current = _loaded(ref.get(transaction=tx, timeout=self.rpc_timeout))
+            decision = decide_heartbeat(current, self.session, self.clock(), self.policy)
+            if decision.action is not Action.RENEW or decision.record is None:
+                return None
+            tx.update(ref, _stored(decision.record))
+            return float(decision.record["expiresAt"])
+
+        expires = run(self.client.transaction())
+        if expires is None:
+            return False
+        self.heartbeat_expires = expires
+        return True
+
+    def end_heartbeat(self) -> None:
+        """Clean shutdown, after we stopped reading: every lease of this session is free for
+        the others' next try."""
+        ref = self._heartbeat_ref(self.session)
+        with contextlib.suppress(exceptions.NotFound):
+            ref.update(
+                _stored({"expiresAt": 0.0, "endedAt": self.clock()}) | {"ended": True},
+                timeout=self.rpc_timeout,
+            )
+        self.heartbeat_expires = 0.0
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    def candidates(self, endpoints: Collection[str]) -> list[str]:
+        """The endpoints among these worth a try_acquire now (absent, released, ours, or held
+        by an instance whose heartbeat expired), found with batched reads: waiting for relays
+        held by a live instance costs a few reads per round, not a transaction per relay."""
+        endpoints = sorted(endpoints)
+        leases: dict[str, dict[str, Any] | None] = {}
+        for start in range(0, len(endpoints), READ_BATCH):
+            chunk = endpoints[start : start + READ_BATCH]
+            refs = {self._ref(e).path: e for e in chunk}
+            found = {
+                s.reference.path: s
+                for s in self.client.get_all(
+                    [self._ref(e) for e in chunk], timeout=self.rpc_timeout
+                )
+            }
+            leases.update({e: _loaded(found.get(path)) for path, e in refs.items()})
+        holders = sorted(
+            {
+                str(lease["holder"])
+                for lease in leases.values()
+                if lease is not None and lease.get("holder") and lease.get("holder") != self.session
+            }
+        )
+        beats: dict[str, dict[str, Any] | None] = {}
+        for start in range(0, len(holders), READ_BATCH):
+            refs = [self._heartbeat_ref(h) for h in holders[start : start + READ_BATCH]]
+            for snap in self.client.get_all(refs, timeout=self.rpc_timeout):
+                beats[snap.id] = _loaded(snap)
+        now = self.clock()
+        return [
+            endpoint
+            for endpoint, lease in leases.items()
+            if decide_acquire(
+                lease,
+                beats.get(str(lease.get("holder"))) if lease else None,
+                self.session,
+                endpoint,
+                now,
+            ).action
+            is Action.ACQUIRE
+        ]
 
     def try_acquire(self, endpoint: str) -> int | None:
-        """Take the relay's lease if it is absent, expired or ours: its generation, else None."""
+        """Take the relay's lease if it is absent, released, ours or its holder is gone: its
+        generation, else None. Our own heartbeat must be alive (LeaseKeeper sees to it)."""
         ref = self._ref(endpoint)
+        session = self.session
 
         @firestore.transactional
         def run(tx: firestore.Transaction) -> int | None:
-            snap = ref.get(transaction=tx, timeout=self.rpc_timeout)
-            current = snap.to_dict() if snap.exists else None
+            current = _loaded(ref.get(transaction=tx, timeout=self.rpc_timeout))
+            holder = current.get("holder") if current else None
+            beat = None
+            if isinstance(holder, str) and holder and holder != session:
+                beat = _loaded(
+                    self._heartbeat_ref(holder).get(transaction=tx, timeout=self.rpc_timeout)
+                )
             now = self.clock()
-            decision = decide_acquire(current, self.instance_id, endpoint, now, self.policy)
+            decision = decide_acquire(current, beat, session, endpoint, now)
             if decision.action is not Action.ACQUIRE or decision.record is None:
                 return None
             record = decision.record
@@ -119,7 +237,7 @@ class RelayLeases:
                     marker,
                     {
                         "relay": endpoint,
-                        "holder": self.instance_id,
+                        "holder": session,
                         "generation": record["generation"],
                         "at": datetime.fromtimestamp(now, UTC),
                         "expiresAt": datetime.fromtimestamp(now, UTC) + MARKER_TTL,
@@ -140,79 +258,9 @@ class RelayLeases:
         if generation is not None:
             log.debug(
                 "relay lease acquired",
-                extra=fields(relay=endpoint, generation=generation, holder=self.instance_id),
+                extra=fields(relay=endpoint, generation=generation, holder=session),
             )
         return generation
-
-    def renew(self, endpoint: str, generation: int) -> bool:
-        """Extend our lease; False when it is lost (another holder or generation, or too close to
-        expiry): the caller must stop reading the relay at once."""
-        ref = self._ref(endpoint)
-
-        @firestore.transactional
-        def run(tx: firestore.Transaction) -> bool:
-            snap = ref.get(transaction=tx, timeout=self.rpc_timeout)
-            current = snap.to_dict() if snap.exists else None
-            decision = decide_renew(
-                current, self.instance_id, generation, self.clock(), self.policy
-            )
-            if decision.action is not Action.RENEW or decision.record is None:
-                return False
-            record = decision.record
-            tx.update(ref, _stored({k: record[k] for k in ("expiresAt", "renewedAt")}))
-            return True
-
-        try:
-            return run(self.client.transaction())
-        except exceptions.GoogleAPICallError as exc:
-            if not lost_race(exc):
-                raise
-            self.conflicts += 1
-            return False
-
-    def renew_many(self, held: dict[str, int]) -> dict[str, bool | None]:
-        """renew() for many leases in one transaction per RENEW_BATCH: an instance holding a
-        thousand relays pays a few commits per round instead of a thousand. None: unknown (the
-        batch lost a race or failed); retried next round, the deadline timers stay armed."""
-        results: dict[str, bool | None] = {}
-        items = sorted(held.items())
-        for start in range(0, len(items), RENEW_BATCH):
-            chunk = dict(items[start : start + RENEW_BATCH])
-            try:
-                results.update(self._renew_chunk(chunk))
-            except exceptions.GoogleAPICallError as exc:
-                if not lost_race(exc):
-                    raise
-                self.conflicts += 1
-                results.update(dict.fromkeys(chunk))
-        return results
-
-    def _renew_chunk(self, chunk: dict[str, int]) -> dict[str, bool | None]:
-        refs = {endpoint: self._ref(endpoint) for endpoint in chunk}
-
-        @firestore.transactional
-        def run(tx: firestore.Transaction) -> dict[str, bool | None]:
-            snaps = {
-                s.reference.path: s
-                for s in tx.get_all(list(refs.values()), timeout=self.rpc_timeout)
-            }
-            now = self.clock()
-            out: dict[str, bool | None] = {}
-            for endpoint, ref in refs.items():
-                snap = snaps.get(ref.path)
-                current = snap.to_dict() if snap is not None and snap.exists else None
-                decision = decide_renew(
-                    current, self.instance_id, chunk[endpoint], now, self.policy
-                )
-                if decision.action is not Action.RENEW or decision.record is None:
-                    out[endpoint] = False
-                    continue
-                record = decision.record
-                tx.update(ref, _stored({k: record[k] for k in ("expiresAt", "renewedAt")}))
-                out[endpoint] = True
-            return out
-
-        return run(self.client.transaction())
 
     def release(self, endpoint: str, generation: int) -> None:
         """End our lease now so another instance takes the relay at its next try. Call it only
@@ -221,10 +269,14 @@ class RelayLeases:
 
         @firestore.transactional
         def run(tx: firestore.Transaction) -> None:
-            snap = ref.get(transaction=tx, timeout=self.rpc_timeout)
-            current = snap.to_dict() if snap.exists else None
+            current = _loaded(ref.get(transaction=tx, timeout=self.rpc_timeout))
             update = decide_release(
-                current, self.instance_id, generation, self.clock(), self.policy
+                current,
+                self.session,
+                generation,
+                self.heartbeat_expires,
+                self.clock(),
+                self.policy,
             )
             if update is not None:
                 tx.update(ref, _stored(update))
@@ -236,35 +288,32 @@ class RelayLeases:
                 raise
 
 
-@dataclass
-class _Held:
-    generation: int
-    renew_due: float  # loop time
-    deadline: asyncio.TimerHandle  # stops us if no renewal succeeds in time
-
-
 _FAILED = object()  # a Firestore call that raised or is still running after op_timeout
-_RENEWALS = "<renewals>"  # in-flight key of the batched renewal call
+_HEARTBEAT = "<heartbeat>"  # in-flight key of the heartbeat call
+_SCAN = "<candidates>"  # in-flight key of the batched look for relays to take
 
 
 class LeaseKeeper:
     """Keeps this instance's leases in step with the relays it should read.
 
-    Every `renew_every` (or at once after `poke()`): tries to acquire each desired relay it does
-    not hold, renews each one it holds, drops and releases those no longer desired. `on_gain`
-    (endpoint, generation) means start reading the relay; `on_loss(endpoint)` means stop at once.
-    Both are called on the event loop and must not block. A holder that cannot renew calls
-    on_loss by its deadline (started + lease_seconds - max_skew), before any other instance can
-    take the relay over, even when the Firestore call never returns.
+    Every `renew_every` (or at once after `poke()`): renews the heartbeat (starting a session
+    first if there is none), looks for desired relays it can take and acquires them, and
+    releases those no longer desired. `on_gain(endpoint, generation)` means start reading the
+    relay; `on_loss(endpoint)` means stop at once. Both are called on the event loop and must
+    not block. A holder whose heartbeat is not renewed calls on_loss for every relay by its
+    deadline (started + lease_seconds - max_skew), before any other instance can take them
+    over, even when the Firestore call never returns; it then starts a new session.
     """
 
     def __init__(self, leases: RelayLeases, *, op_timeout: float | None = None) -> None:
         self.leases = leases
         self.policy = leases.policy
         self.op_timeout = op_timeout or self.policy.renew_every
-        self._held: dict[str, _Held] = {}
+        self._held: dict[str, int] = {}
         self._inflight: dict[str, asyncio.Future[Any]] = {}
-        self._to_release: dict[str, int] = {}  # held when the keeper stopped
+        self._deadline: asyncio.TimerHandle | None = None  # None: no live heartbeat
+        self._renew_due = 0.0  # loop time
+        self._end_heartbeat = False  # run() ended: stop() ends the session
         self._wake = asyncio.Event()
         self._task: asyncio.Task[Any] | None = None
         self._on_loss: LossCallback = lambda endpoint: None
@@ -272,7 +321,7 @@ class LeaseKeeper:
     @property
     def held(self) -> dict[str, int]:
         """endpoint -> generation of the leases this instance holds now."""
-        return {endpoint: h.generation for endpoint, h in self._held.items()}
+        return dict(self._held)
 
     def poke(self) -> None:
         """Run the next round now (the desired set changed)."""
@@ -284,8 +333,8 @@ class LeaseKeeper:
         on_gain: GainCallback,
         on_loss: LossCallback,
     ) -> None:
-        """Until cancelled. On the way out on_loss is called for every held relay; their leases
-        are not released (a crash looks the same): `stop()` releases them."""
+        """Until cancelled. On the way out on_loss is called for every held relay; the heartbeat
+        is not ended (a crash looks the same): `stop()` ends it."""
         loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         self._on_loss = on_loss
@@ -302,138 +351,167 @@ class LeaseKeeper:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), delay)
         finally:
-            for endpoint in list(self._held):
-                self._to_release[endpoint] = self._held[endpoint].generation
-                self._lose(endpoint, "keeper stopped")
+            self._end_heartbeat = self._deadline is not None
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+            self._lose_all("keeper stopped")
 
     async def stop(self, *, release: bool = True, timeout: float = 3.0) -> None:
-        """Clean shutdown: stop the loop (on_loss for each held relay), then release the leases
-        so other instances take over at their next try instead of after expiry."""
+        """Clean shutdown: stop the loop (on_loss for each held relay), then end the heartbeat
+        so other instances take the relays at their next try instead of after expiry."""
         task = self._task
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        held, self._to_release = self._to_release, {}
-        if not release or not held:
+        end, self._end_heartbeat = self._end_heartbeat, False
+        if not release or not end:
             return
         await asyncio.sleep(0)  # let the relay tasks cancelled by on_loss unwind first
-        calls = [
-            asyncio.ensure_future(asyncio.to_thread(self.leases.release, endpoint, generation))
-            for endpoint, generation in held.items()
-        ]
-        done, pending = await asyncio.wait(calls, timeout=timeout)
-        failed = len(pending) + sum(1 for c in done if c.exception() is not None)
-        if failed:
-            log.warning("relay leases not released", extra=fields(count=failed))
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self.leases.end_heartbeat), timeout)
+        except Exception as exc:
+            log.warning(
+                "relay leases not released",
+                extra=fields(holder=self.leases.session, error=f"{type(exc).__name__}: {exc}"),
+            )
+
+    def _alive(self) -> bool:
+        return self._deadline is not None
 
     async def _round(self, desired: Callable[[], Collection[str]], on_gain: GainCallback) -> None:
+        loop = asyncio.get_running_loop()
         wanted = set(desired())
-        now = asyncio.get_running_loop().time()
         calls = []
         for endpoint in [e for e in self._held if e not in wanted]:
-            generation = self._held[endpoint].generation
+            generation = self._held[endpoint]
             self._lose(endpoint, "relay no longer watched")
             calls.append(self._release(endpoint, generation))
-        due: dict[str, int] = {}
-        for endpoint in wanted:
-            if endpoint in self._inflight:
-                continue  # the previous call is still running: no pile-up of threads
-            held = self._held.get(endpoint)
-            if held is None:
-                calls.append(self._acquire(endpoint, desired, on_gain))
-            elif now >= held.renew_due - self.policy.renew_every / 2:
+        if _HEARTBEAT not in self._inflight:
+            if not self._alive():
+                await self._start_heartbeat()
+            elif loop.time() >= self._renew_due - self.policy.renew_every / 2:
                 # half a period of slack: a round woken by poke() does not renew early
-                due[endpoint] = held.generation
-        if due and _RENEWALS not in self._inflight:
-            calls.append(self._renew_all(due))
+                calls.append(self._renew())
+        missing = [e for e in wanted if e not in self._held and e not in self._inflight]
+        if missing and self._alive() and _SCAN not in self._inflight:
+            calls.append(self._take(missing, desired, on_gain))
         await asyncio.gather(*calls)
 
-    async def _call(self, endpoint: str, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _call(self, key: str, fn: Callable[..., Any], *args: Any) -> Any:
         """fn in a thread, bounded by op_timeout. A call that overruns is abandoned, not
-        cancelled (threads cannot be): its endpoint is skipped until it ends."""
+        cancelled (threads cannot be): its key is skipped until it ends."""
         call = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-        self._inflight[endpoint] = call
-        call.add_done_callback(lambda c: self._call_ended(endpoint, c))
+        self._inflight[key] = call
+        call.add_done_callback(lambda c: self._call_ended(key, c))
         done, _ = await asyncio.wait({call}, timeout=self.op_timeout)
         if not done:
-            log.warning("lease call still running", extra=fields(relay=endpoint, op=fn.__name__))
+            log.warning("lease call still running", extra=fields(relay=key, op=fn.__name__))
             return _FAILED
         exc = call.exception()
         if exc is not None:
             log.warning(
                 "lease call failed",
-                extra=fields(relay=endpoint, op=fn.__name__, error=f"{type(exc).__name__}: {exc}"),
+                extra=fields(relay=key, op=fn.__name__, error=f"{type(exc).__name__}: {exc}"),
             )
             return _FAILED
         return call.result()
 
-    def _call_ended(self, endpoint: str, call: asyncio.Future[Any]) -> None:
-        if self._inflight.get(endpoint) is call:
-            del self._inflight[endpoint]
+    def _call_ended(self, key: str, call: asyncio.Future[Any]) -> None:
+        if self._inflight.get(key) is call:
+            del self._inflight[key]
         if not call.cancelled():
             call.exception()  # retrieved: an abandoned call's error is not reported twice
+
+    # -- heartbeat ------------------------------------------------------------------------------
+
+    async def _start_heartbeat(self) -> None:
+        started = asyncio.get_running_loop().time()
+        ok = await self._call(_HEARTBEAT, self.leases.start_heartbeat)
+        if ok is True:
+            self._beat(started)
+        elif ok is False:
+            self.leases.new_session()  # the name is taken (a create that timed out but landed)
+
+    async def _renew(self) -> None:
+        started = asyncio.get_running_loop().time()
+        session = self.leases.session
+        ok = await self._call(_HEARTBEAT, self.leases.heartbeat)
+        if session != self.leases.session or not self._alive():
+            return  # the session ended meanwhile (deadline passed)
+        if ok is True:
+            self._beat(started)
+        elif ok is False:
+            self._lapse("heartbeat lost")
+        # _FAILED: retried next round; the deadline timer stops us if none succeeds in time
+
+    def _beat(self, started: float) -> None:
+        loop = asyncio.get_running_loop()
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = loop.call_at(holder_deadline(started, self.policy), self._expire)
+        self._renew_due = started + self.policy.renew_every
+
+    def _expire(self) -> None:
+        self._deadline = None
+        self._lapse("heartbeat not renewed in time")
+
+    def _lapse(self, reason: str) -> None:
+        """Our heartbeat is gone or may be seen as expired: stop every relay, and carry on as a
+        new session that takes them back, if nobody else did, as new generations."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        old = self.leases.session
+        self._lose_all(reason)
+        log.warning(
+            "connector heartbeat lapsed",
+            extra=fields(holder=old, reason=reason, new_holder=self.leases.new_session()),
+        )
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    async def _take(
+        self, missing: list[str], desired: Callable[[], Collection[str]], on_gain: GainCallback
+    ) -> None:
+        found = await self._call(_SCAN, self.leases.candidates, missing)
+        if found is _FAILED:
+            return
+        await asyncio.gather(*(self._acquire(e, desired, on_gain) for e in found))
 
     async def _acquire(
         self, endpoint: str, desired: Callable[[], Collection[str]], on_gain: GainCallback
     ) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        if endpoint in self._inflight:
+            return
+        session = self.leases.session
         generation = await self._call(endpoint, self.leases.try_acquire, endpoint)
         if generation is _FAILED or generation is None or endpoint in self._held:
             return
-        deadline = holder_deadline(started, self.policy)
-        if loop.time() >= deadline or endpoint not in desired():
-            return  # too late to use, or unwanted meanwhile: the next round sorts it out
-        self._held[endpoint] = _Held(
-            generation,
-            started + self.policy.renew_every,
-            loop.call_at(deadline, self._expire, endpoint, generation),
-        )
+        if not self._alive() or session != self.leases.session or endpoint not in desired():
+            return  # our heartbeat lapsed meanwhile, or unwanted: the next round sorts it out
+        self._held[endpoint] = generation
         log.info(
             "relay lease gained",
-            extra=fields(relay=endpoint, generation=generation, holder=self.leases.instance_id),
+            extra=fields(relay=endpoint, generation=generation, holder=session),
         )
         try:
             on_gain(endpoint, generation)
         except Exception:
             log.exception("on_gain failed", extra=fields(relay=endpoint))
 
-    async def _renew_all(self, due: dict[str, int]) -> None:
-        started = asyncio.get_running_loop().time()
-        results = await self._call(_RENEWALS, self.leases.renew_many, due)
-        for endpoint, generation in due.items():
-            ok = _FAILED if results is _FAILED else results.get(endpoint)
-            self._renewed(endpoint, generation, started, _FAILED if ok is None else ok)
-
-    def _renewed(self, endpoint: str, generation: int, started: float, ok: Any) -> None:
-        loop = asyncio.get_running_loop()
-        held = self._held.get(endpoint)
-        if held is None or held.generation != generation:
-            return  # dropped meanwhile (deadline passed or no longer desired)
-        if ok is True:
-            held.deadline.cancel()
-            held.deadline = loop.call_at(
-                holder_deadline(started, self.policy), self._expire, endpoint, generation
-            )
-            held.renew_due = started + self.policy.renew_every
-        elif ok is False:
-            self._lose(endpoint, "lease lost")
-        # _FAILED: retried next round; the deadline timer stops us if none succeeds in time
-
     async def _release(self, endpoint: str, generation: int) -> None:
         await self._call(endpoint, self.leases.release, endpoint, generation)
 
-    def _expire(self, endpoint: str, generation: int) -> None:
-        held = self._held.get(endpoint)
-        if held is not None and held.generation == generation:
-            self._lose(endpoint, "lease not renewed in time")
+    def _lose_all(self, reason: str) -> None:
+        for endpoint in list(self._held):
+            self._lose(endpoint, reason)
 
     def _lose(self, endpoint: str, reason: str) -> None:
-        held = self._held.pop(endpoint)
-        held.deadline.cancel()
+        generation = self._held.pop(endpoint)
         log.info(
             "relay lease dropped",
-            extra=fields(relay=endpoint, generation=held.generation, reason=reason),
+            extra=fields(relay=endpoint, generation=generation, reason=reason),
         )
         try:
             self._on_loss(endpoint)

@@ -1,20 +1,31 @@
 """Relay leases as plain data: which connector instance holds which relay. Pure decisions; the
 Firestore adapter (functions.adapters.relay_leases) runs them inside transactions.
 
-One record per relay endpoint (`relay_leases/{lease_id(endpoint)}`), times in epoch seconds:
+Two kinds of record, times in epoch seconds:
 
-    {"relay": "pbx.example.com:7099", "holder": <instance id>, "generation": int,
-     "epoch": str, "expiresAt": float, "renewedAt": float, "releasedAt": float (optional)}
+- a heartbeat per connector instance (`connector_instances/{session}`), the only record renewed
+  while nothing changes, whatever the number of relays held:
 
-`generation` goes up on every change of holder (and when a lapsed lease is taken back): it is the
-fencing token. `epoch` names the record's life (set when the document is created), so the
-write-once takeover markers (`marker_id`) of a deleted and re-created record never collide.
+      {"holder": <session>, "expiresAt": float, "renewedAt": float, "startedAt": float}
 
-Clocks: `expiresAt` is written with the writer's clock and read with the reader's. A holder
-stops using a lease `max_skew` seconds before it expires (`holder_deadline`) and renews only
-before then, so another instance whose clock is up to `max_skew` ahead can take over no earlier
-than the holder stopped. A live holder renews every `renew_every`, so it is never seen as
-expired unless a renewal is more than `lease_seconds - max_skew - renew_every` late.
+- a lease per relay endpoint (`relay_leases/{lease_id(endpoint)}`), written only when its
+  holder changes or it is released:
+
+      {"relay": "pbx.example.com:7099", "holder": <session>, "generation": int, "epoch": str,
+       "acquiredAt": float, "released": bool, "releasedAt": float (optional)}
+
+A lease is live while it is not released and its holder's heartbeat has not expired. A session
+is one unbroken run of heartbeats: an instance whose heartbeat lapses starts a new session, so
+its old leases are taken back like anyone else's, as a new generation. `generation` goes up on
+every change of holder: it is the fencing token. `epoch` names the lease record's life (set when
+the document is created), so the write-once takeover markers (`marker_id`) of a deleted and
+re-created record never collide.
+
+Clocks: `expiresAt` is written with the holder's clock and read with the others'. A holder stops
+using its leases `max_skew` seconds before its heartbeat expires (`holder_deadline`) and renews
+only before then, so another instance whose clock is up to `max_skew` ahead can take over no
+earlier than the holder stopped. A live holder renews every `renew_every`, so it is never seen
+as expired unless a renewal is more than `lease_seconds - max_skew - renew_every` late.
 """
 
 from __future__ import annotations
@@ -27,12 +38,13 @@ from enum import StrEnum
 from typing import Any
 
 LEASES = "relay_leases"
+INSTANCES = "connector_instances"
 
 
 @dataclass(frozen=True, slots=True)
 class LeasePolicy:
-    lease_seconds: float = 20.0  # TTL written on every acquire and renew
-    renew_every: float = 5.0  # renew period of a holder, retry period of the others
+    lease_seconds: float = 20.0  # heartbeat TTL written on every start and renewal
+    renew_every: float = 5.0  # heartbeat period of a holder, retry period of the others
     max_skew: float = 5.0  # clock difference between instances that stays safe
 
     def __post_init__(self) -> None:
@@ -44,14 +56,14 @@ class LeasePolicy:
 
     @property
     def takeover_bound(self) -> float:
-        """Worst case from a holder's death to another instance holding its relay: the lease
+        """Worst case from a holder's death to another instance holding its relay: the heartbeat
         runs out, the taker's clock may lag by max_skew, and it polls every renew_every."""
         return self.lease_seconds + self.max_skew + self.renew_every
 
 
 class Action(StrEnum):
     ACQUIRE = "acquire"  # write `record`: the lease is ours from now on
-    RENEW = "renew"  # write `record`: still ours, later expiry
+    RENEW = "renew"  # write `record`: the heartbeat goes on, later expiry
     LOST = "lost"  # not ours any more (or no longer safe to use): stop at once
     WAIT = "wait"  # someone else holds it: try again later
 
@@ -80,8 +92,8 @@ def marker_id(record: Mapping[str, Any]) -> str:
 
 
 def holder_deadline(started: float, policy: LeasePolicy) -> float:
-    """When a holder must stop using a lease whose acquire/renew call started at `started` (its
-    own clock, taken before the call: the record's expiry is at least lease_seconds later)."""
+    """When a holder must stop using its leases, for a heartbeat write that started at `started`
+    (its own clock, taken before the call: the expiry written is at least lease_seconds later)."""
     return started + policy.lease_seconds - policy.max_skew
 
 
@@ -99,77 +111,101 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _ours_and_usable(
-    record: Mapping[str, Any], instance_id: str, now: float, policy: LeasePolicy
-) -> bool:
+# -- heartbeats ---------------------------------------------------------------------------------
+
+
+def new_heartbeat(session: str, now: float, policy: LeasePolicy) -> dict[str, Any]:
+    """The first heartbeat record of a session (created, never overwritten)."""
+    return {
+        "holder": session,
+        "startedAt": now,
+        "renewedAt": now,
+        "expiresAt": now + policy.lease_seconds,
+    }
+
+
+def decide_heartbeat(
+    record: Mapping[str, Any] | None, session: str, now: float, policy: LeasePolicy
+) -> Decision:
+    """Extend our heartbeat; LOST when it is gone, not ours, or too close to expiry to be sure
+    nobody is taking our relays over (the caller must already have stopped using them)."""
+    if (
+        record is None
+        or record.get("holder") != session
+        or now >= seconds(record.get("expiresAt")) - policy.max_skew
+    ):
+        return Decision(Action.LOST)
+    return Decision(Action.RENEW, {"expiresAt": now + policy.lease_seconds, "renewedAt": now})
+
+
+def heartbeat_alive(record: Mapping[str, Any] | None, session: Any, now: float) -> bool:
+    """Whether `session`'s heartbeat record says it is alive, by the reader's clock."""
     return (
-        record.get("holder") == instance_id
-        and now < seconds(record.get("expiresAt")) - policy.max_skew
+        record is not None
+        and record.get("holder") == session
+        and now < seconds(record.get("expiresAt"))
+    )
+
+
+# -- relay leases -------------------------------------------------------------------------------
+
+
+def lease_live(
+    lease: Mapping[str, Any] | None, holder_heartbeat: Mapping[str, Any] | None, now: float
+) -> bool:
+    """Someone holds this lease now: not released, and its holder's heartbeat is alive."""
+    return (
+        lease is not None
+        and lease.get("released") is not True
+        and heartbeat_alive(holder_heartbeat, lease.get("holder"), now)
     )
 
 
 def decide_acquire(
-    record: Mapping[str, Any] | None,
-    instance_id: str,
+    lease: Mapping[str, Any] | None,
+    holder_heartbeat: Mapping[str, Any] | None,
+    session: str,
     endpoint: str,
     now: float,
-    policy: LeasePolicy,
 ) -> Decision:
-    """Take the lease if it is absent, expired or already (safely) ours."""
-    fresh = {"holder": instance_id, "expiresAt": now + policy.lease_seconds, "renewedAt": now}
-    if record is None:
-        epoch = hashlib.sha256(f"{instance_id}|{now!r}".encode()).hexdigest()[:8]
+    """Take the lease if it is absent, released, ours, or its holder's heartbeat expired.
+    `holder_heartbeat` is the heartbeat record of the lease's current holder (None if absent).
+    The caller's own heartbeat must be alive: leases live and die with it."""
+    fresh = {"holder": session, "acquiredAt": now, "released": False}
+    if lease is None:
+        epoch = hashlib.sha256(f"{session}|{now!r}".encode()).hexdigest()[:8]
         return Decision(
             Action.ACQUIRE, {"relay": endpoint, "generation": 1, "epoch": epoch, **fresh}
         )
-    generation = _int(record.get("generation"))
-    base = {"relay": endpoint, "epoch": str(record.get("epoch") or "")}
-    if _ours_and_usable(record, instance_id, now, policy):
-        # e.g. after a renew that timed out but landed: same holder, same token
+    generation = _int(lease.get("generation"))
+    base = {"relay": endpoint, "epoch": str(lease.get("epoch") or "")}
+    if lease.get("holder") == session and lease.get("released") is not True:
+        # ours in this session (an acquire that timed out but landed): same token
         return Decision(Action.ACQUIRE, {**base, "generation": generation, **fresh})
-    if now < seconds(record.get("expiresAt")):
-        # someone's live lease, or our own within max_skew of expiry: another instance may
-        # already count it as expired, so it is only taken back as a new generation
+    if lease_live(lease, holder_heartbeat, now):
         return Decision(Action.WAIT)
+    # released, or its holder is gone: a new generation, even when the last holder was us
     return Decision(Action.ACQUIRE, {**base, "generation": generation + 1, **fresh}, takeover=True)
 
 
-def decide_renew(
-    record: Mapping[str, Any] | None,
-    instance_id: str,
-    generation: int,
-    now: float,
-    policy: LeasePolicy,
-) -> Decision:
-    """Extend our lease; LOST if the holder or generation changed, or if it is too close to
-    expiry to be sure nobody else is taking it (the caller must already have stopped)."""
-    if (
-        record is None
-        or _int(record.get("generation")) != generation
-        or not _ours_and_usable(record, instance_id, now, policy)
-    ):
-        return Decision(Action.LOST)
-    return Decision(
-        Action.RENEW,
-        {**record, "expiresAt": now + policy.lease_seconds, "renewedAt": now},
-    )
-
-
 def decide_release(
-    record: Mapping[str, Any] | None,
-    instance_id: str,
+    lease: Mapping[str, Any] | None,
+    session: str,
     generation: int,
+    heartbeat_expires: float,
     now: float,
     policy: LeasePolicy,
 ) -> dict[str, Any] | None:
-    """Fields that end our lease at once; None when it is not ours any more or about to expire
-    anyway (a takeover may be under way: leave that record alone). The record is kept, not
-    deleted, so the next holder's generation keeps counting up."""
+    """Fields that end our lease at once; None when it is not ours any more, or when our own
+    heartbeat (last written to expire at `heartbeat_expires`) is about to run out: a takeover may
+    be under way, leave that record alone. The record is kept, not deleted, so the next
+    holder's generation keeps counting up."""
     if (
-        record is None
-        or _int(record.get("generation")) != generation
-        or not _ours_and_usable(record, instance_id, now, policy)
+        lease is None
+        or lease.get("holder") != session
+        or _int(lease.get("generation")) != generation
+        or lease.get("released") is True
+        or now >= heartbeat_expires - policy.max_skew
     ):
         return None
-    # expired for every clock, however skewed
-    return {"expiresAt": 0.0, "releasedAt": now}
+    return {"released": True, "releasedAt": now}

@@ -1,6 +1,6 @@
-"""Relay leases against the real Firestore emulator: races between instances, expiry, fencing,
-release, and LeaseKeeper pairs through a crash and a cut-off holder. Short timings (TTL 1.2 s)
-keep the whole file within a few seconds."""
+"""Relay leases against the real Firestore emulator: races between instances, heartbeat expiry,
+fencing, release, and LeaseKeeper pairs through a crash and a cut-off holder. Short timings
+(TTL 1.2 s) keep the whole file within a few seconds."""
 
 from __future__ import annotations
 
@@ -42,17 +42,30 @@ def lease_doc(endpoint: str = EP) -> firestore.DocumentReference:
 # -- RelayLeases ------------------------------------------------------------------------------
 
 
+def beating(name: str, cls: type[RelayLeases] = RelayLeases) -> RelayLeases:
+    leases = instance(name, cls)
+    assert leases.start_heartbeat()
+    return leases
+
+
+def keep_alive(leases: RelayLeases) -> None:
+    """Renew, or start a new session when the heartbeat lapsed (as LeaseKeeper does)."""
+    if not leases.heartbeat():
+        leases.new_session()
+        assert leases.start_heartbeat()
+
+
 def test_concurrent_acquires_elect_exactly_one_holder(clean: None) -> None:
-    racers = [instance(f"i{n}") for n in range(4)]
+    racers = [beating(f"i{n}") for n in range(4)]
     rounds = 24
     with ThreadPoolExecutor(len(racers)) as pool:
         for r in range(rounds):
             endpoint = f"pbx{r}.example.com:7099"
             generation = 1
-            if r % 2:  # odd rounds race to take over an expired lease, even ones a new one
+            if r % 2:  # odd rounds race to take over a dead instance's lease, even ones a new one
                 lease_doc(endpoint).set(
                     {"relay": endpoint, "holder": "dead", "generation": 5, "epoch": "e",
-                     "expiresAt": 0.0, "renewedAt": 0.0}
+                     "released": False}
                 )  # fmt: skip
                 generation = 6
             start = threading.Barrier(len(racers))
@@ -62,7 +75,7 @@ def test_concurrent_acquires_elect_exactly_one_holder(clean: None) -> None:
                 return leases.try_acquire(endpoint)
 
             results = list(pool.map(race, racers))
-            winners = [(lz.instance_id, g) for lz, g in zip(racers, results, strict=True) if g]
+            winners = [(lz.session, g) for lz, g in zip(racers, results, strict=True) if g]
             assert winners == [(winners[0][0], generation)], f"round {r}: {results}"
             stored = lease_doc(endpoint).get().to_dict()
             assert (stored["holder"], stored["generation"]) == winners[0]
@@ -70,41 +83,76 @@ def test_concurrent_acquires_elect_exactly_one_holder(clean: None) -> None:
     assert sum(lz.conflicts for lz in racers) > 0
 
 
-def test_loser_takes_over_only_after_expiry_and_the_stale_holder_is_fenced(clean: None) -> None:
-    a, b = instance("a"), instance("b")
+def test_loser_takes_over_only_after_the_heartbeat_expired_and_the_old_holder_is_fenced(
+    clean: None,
+) -> None:
+    a, b = beating("a"), beating("b")
     assert a.try_acquire(EP) == 1
-    assert b.try_acquire(EP) is None
+    assert b.try_acquire(EP) is None and b.candidates([EP]) == []
     renewed_from = time.time()
-    assert a.renew(EP, 1)
+    assert a.heartbeat()
     assert b.try_acquire(EP) is None
 
     deadline = time.monotonic() + 3
     while (generation := b.try_acquire(EP)) is None and time.monotonic() < deadline:
+        keep_alive(b)
         time.sleep(0.05)
     taken_at = time.time()
     assert generation == 2
-    assert taken_at >= renewed_from + TIMING["lease_seconds"]  # not before a's renewal ran out
+    assert taken_at >= renewed_from + TIMING["lease_seconds"]  # not before a's heartbeat ran out
     assert taken_at - renewed_from < TIMING["lease_seconds"] + 1.0
 
-    assert a.renew(EP, 1) is False  # fenced: a must stop reading
+    assert a.heartbeat() is False  # fenced: a must stop reading
     a.release(EP, 1)  # a stale release leaves b's lease alone
     record = b.read(EP)
     assert record is not None
-    assert (record["holder"], record["generation"]) == ("b", 2)
-    assert record["expiresAt"] > time.time()
-    assert a.try_acquire(EP) is None
-    assert b.renew(EP, 2)
+    assert (record["holder"], record["generation"], record["released"]) == ("b", 2, False)
+    keep_alive(b)
+    a.new_session()
+    assert a.start_heartbeat()
+    assert a.try_acquire(EP) is None  # a's new session waits like anyone else
 
 
 def test_release_lets_another_instance_take_over_at_once(clean: None) -> None:
-    a, b = instance("a"), instance("b")
+    a, b = beating("a"), beating("b")
     assert a.try_acquire(EP) == 1
     assert b.try_acquire(EP) is None
     a.release(EP, 1)
+    assert b.candidates([EP]) == [EP]
     assert b.try_acquire(EP) == 2  # no waiting for the TTL
-    assert a.renew(EP, 1) is False
+    assert a.try_acquire(EP) is None
     markers = lease_doc().collection(TAKEOVERS).get()
     assert [(m.get("holder"), m.get("generation")) for m in markers] == [("b", 2)]
+
+
+def test_a_heartbeat_keeps_every_lease_alive_without_writing_them(clean: None) -> None:
+    a = beating("a")
+    relays = [f"pbx{i}.example:7099" for i in range(40)]
+    assert [a.try_acquire(ep) for ep in relays] == [1] * 40
+    written = {ep: lease_doc(ep).get().update_time for ep in relays}
+    beat_before = a.read_heartbeat()
+    for _ in range(3):
+        time.sleep(0.3)
+        assert a.heartbeat()
+    assert time.time() > beat_before["expiresAt"]  # the leases outlived their first heartbeat
+    assert {ep: lease_doc(ep).get().update_time for ep in relays} == written  # no lease writes
+    b = beating("b")
+    assert b.candidates(relays) == []  # all still a's
+
+
+def test_candidates_finds_free_and_orphaned_relays_in_batched_reads(clean: None) -> None:
+    a, b = beating("a"), beating("b")
+    mine = [f"pbx{i}.example:7099" for i in range(6)]
+    for ep in mine[:4]:
+        assert a.try_acquire(ep) == 1
+    a.release(mine[0], 1)
+    assert sorted(b.candidates(mine)) == sorted([mine[0], mine[4], mine[5]])
+    a.end_heartbeat()  # clean shutdown: one write frees every lease of the session
+    assert a.read_heartbeat()["expiresAt"] == 0.0
+    assert sorted(b.candidates(mine)) == sorted(mine)
+    assert [b.try_acquire(ep) for ep in mine[1:4]] == [2, 2, 2]
+    assert b.candidates(mine) == sorted(mine)  # its own leases count as ones to (re)take
+    assert a.try_acquire(mine[1]) is None
 
 
 # -- LeaseKeeper ------------------------------------------------------------------------------
@@ -141,22 +189,6 @@ class Timeline:
                 holding.discard(who)
 
 
-def test_batched_renewal_renews_ours_and_reports_lost_ones(clean: None) -> None:
-    a, b = instance("a"), instance("b")
-    mine = {f"pbx{i}.example:7099": a.try_acquire(f"pbx{i}.example:7099") for i in range(5)}
-    assert all(mine.values())
-    stolen = "pbx0.example:7099"
-    a.release(stolen, mine[stolen])
-    assert b.try_acquire(stolen) is not None
-    before = {ep: a.read(ep)["expiresAt"] for ep in mine}
-    time.sleep(0.05)
-    results = a.renew_many(mine)
-    assert results[stolen] is False
-    assert all(results[ep] is True for ep in mine if ep != stolen)
-    assert all(a.read(ep)["expiresAt"] > before[ep] for ep in mine if ep != stolen)
-    assert a.read(stolen)["holder"] == b.instance_id
-
-
 async def until(check: Callable[[], Any], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -184,14 +216,17 @@ async def test_one_keeper_holds_and_a_crashed_holder_is_taken_over_in_time(clean
     tasks[holder].cancel()  # crash: no release
     await asyncio.gather(tasks[holder], return_exceptions=True)
     crashed = time.monotonic()
-    record = (la if holder == "a" else lb).read(EP)
-    assert record is not None and record["holder"] == holder
+    crashed_leases = la if holder == "a" else lb
+    record = crashed_leases.read(EP)
+    assert record is not None and record["holder"] == crashed_leases.session == holder
+    heartbeat = crashed_leases.read_heartbeat()
+    assert heartbeat is not None
 
     bound = keepers[other].policy.takeover_bound
     await until(lambda: keepers[other].held, bound + 1)
     gained_mono, gained_wall = timeline.first(other, "gain")
     assert gained_mono - crashed <= bound
-    assert gained_wall >= record["expiresAt"]  # only once the crashed holder's lease ran out
+    assert gained_wall >= heartbeat["expiresAt"]  # only once the crashed holder's beat ran out
     assert keepers[other].held == {EP: 2}
     timeline.assert_one_holder_at_a_time()
     await keepers[other].stop()
@@ -216,13 +251,17 @@ class CutOff(RelayLeases):
         self._gate()
         return super().try_acquire(endpoint)
 
-    def renew(self, endpoint: str, generation: int) -> bool:
+    def candidates(self, endpoints: Any) -> list[str]:
         self._gate()
-        return super().renew(endpoint, generation)
+        return super().candidates(endpoints)
 
-    def renew_many(self, held: dict[str, int]) -> dict[str, bool | None]:
+    def start_heartbeat(self) -> bool:
         self._gate()
-        return super().renew_many(held)
+        return super().start_heartbeat()
+
+    def heartbeat(self) -> bool:
+        self._gate()
+        return super().heartbeat()
 
 
 @pytest.mark.parametrize("mode", ["error", "hang"])
@@ -286,6 +325,9 @@ async def test_dropping_or_stopping_a_holder_hands_over_without_waiting_for_expi
     assert [(who, what) for _, _, who, what, _ in timeline.events] == [
         ("a", "gain"), ("a", "loss"), ("b", "gain"), ("b", "loss"), ("a", "gain"),
     ]  # fmt: skip
+    session = ka.leases.session
     await ka.stop()
     record = lease_doc().get().to_dict()
-    assert record["holder"] == "a" and record["expiresAt"].timestamp() == 0.0
+    assert (record["holder"], record["generation"], record["released"]) == ("a", 3, False)
+    heartbeat = ka.leases.read_heartbeat(session)
+    assert heartbeat is not None and heartbeat["expiresAt"] == 0.0 and heartbeat["ended"] is True
