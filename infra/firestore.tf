@@ -1,6 +1,7 @@
-# Firestore: the app's database and security rules stay the app's. This backend adds three
-# server-only collections (push_dedupe, relay_status, relay_leases); their rule lines are in
-# firestore.rules.backend, to merge into the app's rules (never deployed from here).
+# Firestore: the app's database and security rules stay the app's. This backend adds four
+# server-only collections (push_dedupe, relay_status, relay_leases, connector_instances); their
+# rule lines are in firestore.rules.backend, to merge into the app's rules (never deployed from
+# here).
 #
 # Indexes: none to create. The backend's queries are
 #   my_extensions where accountCode in [...]   (single field)
@@ -48,6 +49,22 @@ resource "google_firestore_field" "lease_takeovers_ttl" {
   project    = var.project_id
   database   = var.firestore_database
   collection = "takeovers"
+  field      = "expiresAt"
+
+  ttl_config {}
+
+  index_config {}
+
+  depends_on = [google_project_service.enabled, google_firestore_database.app]
+}
+
+# Connector heartbeats (connector_instances/{session}, docs/leases.md): one per connector
+# process, renewed every few seconds while it lives. A dead instance's record is only clutter
+# (absent counts as dead), so this policy deletes it once its expiresAt has passed.
+resource "google_firestore_field" "connector_instances_ttl" {
+  project    = var.project_id
+  database   = var.firestore_database
+  collection = "connector_instances"
   field      = "expiresAt"
 
   ttl_config {}

@@ -422,13 +422,23 @@ def test_dedupe_ttl_policy(tf: Terraform) -> None:
     assert "ttl_config" in ttl
 
 
+def test_connector_heartbeats_expire_by_ttl_on_the_collection_the_code_writes(
+    tf: Terraform,
+) -> None:
+    from functions.core.lease import INSTANCES
+
+    ttl = tf.resource("google_firestore_field", "connector_instances_ttl")
+    assert (ttl["collection"], ttl["field"]) == (INSTANCES, "expiresAt")
+    assert "ttl_config" in ttl and "index_config" in ttl
+
+
 def test_app_security_rules_are_never_replaced(tf: Terraform) -> None:
     assert not any(t.startswith("google_firebaserules_") for t in tf.resources)
     rules = (ROOT / "infra" / "firestore.rules.backend").read_text(encoding="utf-8")
     matched = set(
         re.findall(r"match /([a-z_]+)/\{\w+\}\s*\{\s*allow read, write: if false;", rules)
     )
-    assert matched == {"push_dedupe", "relay_status", "relay_leases"}
+    assert matched == {"push_dedupe", "relay_status", "relay_leases", "connector_instances"}
     for app_collection in ("users", "my_extensions", "fcm_tokens", "call_history"):
         assert f"match /{app_collection}/" not in rules
 
