@@ -7,20 +7,24 @@ prompt (amiws buffers without limit for a slow reader).
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 from functions.core.call_event import CallEvent
 from functions.core.call_tracker import CallTracker
-from functions.core.frames import RESPONSE_FRAME_TYPE, Frame, Rejected, decode_frame
+from functions.core.frames import (
+    RESPONSE_FRAME_TYPE,
+    Frame,
+    Rejected,
+    decode_frame,
+    peek_event,
+    peek_ids,
+)
 from functions.log import fields, mask_number
 
 log = logging.getLogger("connector.ingest")
 _LOG_EVERY = 100  # after the first few, log one bad frame of each reason per this many
-# amiws writes the AMI headers in order, Event first: found without parsing the frame.
-_EVENT = re.compile(rb'"Event"\s*:\s*"([A-Za-z]+)"')
 
 
 @dataclass
@@ -59,8 +63,9 @@ class RelayIngest:
         self.stats.frames += 1
         self.stats.last_frame_at = now
         if isinstance(payload, bytes) and len(payload) <= self.max_frame_bytes:
-            match = _EVENT.search(payload)
-            if match is not None and not self.tracker.needs(match.group(1).decode("ascii")):
+            event = peek_event(payload)
+            raw = payload
+            if event is not None and not self.tracker.needs(event, lambda: peek_ids(raw)):
                 self.stats.unparsed += 1
                 return []
         decoded = decode_frame(payload, max_bytes=self.max_frame_bytes)

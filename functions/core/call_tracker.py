@@ -112,6 +112,7 @@ class CallTracker:
         self.max_call_seconds = max_call_seconds
         self._calls: OrderedDict[CallKey, _Call] = OrderedDict()  # oldest first
         self._pending: set[CallKey] = set()
+        self._servers: set[int] = set()  # server ids of calls ever followed (usually one)
         self._evicted: deque[Dropped] = deque(maxlen=max(1, max_calls))
         self._handlers: dict[str, Handler] = {
             "Newchannel": self._on_newchannel,
@@ -131,13 +132,25 @@ class CallTracker:
     def active_calls(self) -> int:
         return len(self._calls)
 
-    def needs(self, event: str) -> bool:
+    def needs(self, event: str, ids: Callable[[], Sequence[str]] | None = None) -> bool:
         """Whether an AMI event of this name can change anything now. Lets the connector skip
         parsing the hundreds of frames per call that cannot (RTCP, VarSet while no call waits
-        for its dialled number, ...)."""
-        if event in _DIALPLAN_EVENTS:
-            return bool(self._pending)
-        return event in self._handlers
+        for its dialled number, the events of calls not followed, ...). `ids`, when given,
+        returns the frame's Uniqueid/Linkedid/DestLinkedid values read without parsing it (an
+        empty list: unknown); only a Newchannel can start a call, every other event matters only
+        for a call in progress, whose root Uniqueid is its Linkedid."""
+        if event == "Newchannel":
+            return True
+        if event not in self._handlers or not self._calls:
+            return False
+        if event in _DIALPLAN_EVENTS and not self._pending:
+            return False
+        if ids is None:
+            return True
+        found = ids()
+        return not found or any(
+            (server, value) in self._calls for value in found for server in self._servers
+        )
 
     def feed(self, frame: Frame, now: float) -> list[CallEvent]:
         """The call events one relay frame causes (usually none). `now`: epoch seconds."""
@@ -195,6 +208,7 @@ class CallTracker:
 
     def _add(self, key: CallKey, call: _Call, now: float) -> None:
         self._calls[key] = call
+        self._servers.add(key[0])
         if call.pending:
             self._pending.add(key)
         while len(self._calls) > self.max_calls:

@@ -92,6 +92,25 @@ class Rejected:
     detail: str = ""
 
 
+# amiws writes the AMI headers in order, Event first, compactly: both found without parsing.
+_PEEK_EVENT = re.compile(rb'"Event"\s*:\s*"([A-Za-z]+)"')
+_PEEK_IDS = re.compile(rb'"(?:Uniqueid|Linkedid|DestLinkedid)"\s*:\s*"([^"\\]+)"')
+
+
+def peek_event(payload: bytes) -> str | None:
+    """The AMI event name of a raw relay frame, without parsing it (None: not found)."""
+    match = _PEEK_EVENT.search(payload)
+    return match.group(1).decode("ascii") if match is not None else None
+
+
+def peek_ids(payload: bytes) -> list[str]:
+    """The Uniqueid, Linkedid and DestLinkedid values of a raw relay frame, without parsing it.
+    Values with JSON escapes are not read: an empty list means "unknown", never "none"."""
+    if b"\\" in payload:
+        return []
+    return [value.decode("utf-8", "replace") for value in _PEEK_IDS.findall(payload)]
+
+
 def decode_frame(payload: bytes | str, *, max_bytes: int = 256 * 1024) -> Frame | Rejected:
     size = len(payload)
     if size > max_bytes:

@@ -90,3 +90,54 @@ def test_dialplan_events_are_parsed_while_a_call_waits_for_its_number():
     assert relay.on_frame(_envelope(root), 1.0) == []  # Exten "s": no number yet
     [ring] = relay.on_frame(_envelope(varset("__FROM_DID", "07045144801")), 2.0)
     assert ring.dialled_number == "07045144801" and relay.stats.unparsed == 0
+
+
+def _corpus_streams() -> list[tuple[str, list[bytes]]]:
+    """Every capture alone, and the inbound captures interleaved with all the others (as a busy
+    PBX sends them), as the bytes amiws writes."""
+    from tests.corpus import capture_names, envelope, load_events, namespaced
+
+    def raw(name: str, prefix: str = "") -> list[bytes]:
+        events = load_events(name)
+        return [orjson.dumps(envelope(namespaced(e, prefix) if prefix else e)) for e in events]
+
+    names = capture_names()
+    streams = [(name, raw(name)) for name in names]
+    mixed: list[bytes] = []
+    parts = [raw(name, f"m{i}-") for i, name in enumerate(names)]
+    for index in range(max(len(p) for p in parts)):
+        mixed += [p[index] for p in parts if index < len(p)]
+    return [*streams, ("all interleaved", mixed)]
+
+
+def test_skipping_unparsed_frames_never_changes_a_call_event():
+    """The prefilter (event name and call ids read from the raw bytes) against the tracker fed
+    every parsed frame, over the whole corpus: the same events, and most frames skipped."""
+    from functions.core.frames import decode_frame
+
+    skipped = total = 0
+    for name, stream in _corpus_streams():
+        relay = RelayIngest("pbx:7099", CallTracker("pbx:7099", ("trk", "voipgrid_in")), 65536)
+        tracker = CallTracker("pbx:7099", ("trk", "voipgrid_in"))
+        via_ingest, direct = [], []
+        for index, payload in enumerate(stream):
+            now = 1_700_000_000.0 + index * 0.01
+            via_ingest += relay.on_frame(payload, now)
+            direct += tracker.feed(decode_frame(payload), now)
+        assert via_ingest == direct, name
+        skipped += relay.stats.unparsed
+        total += len(stream)
+    assert skipped > total / 2  # the prefilter is doing its job
+
+
+def test_frames_of_calls_not_followed_are_skipped_but_a_followed_calls_are_not():
+    relay = ingest()
+    assert len(relay.on_frame(orjson.dumps(seed_frame("1.1", "1.0")), 1.0)) == 1
+    other = b'{"type":3,"server_id":1,"data":{"Event":"Hangup","Uniqueid":"9.9","Linkedid":"9.9"}}'
+    assert relay.on_frame(other, 2.0) == [] and relay.stats.unparsed == 1
+    # ids written with JSON escapes cannot be read unparsed: such a frame is parsed
+    escaped = other.replace(b"9.9", b"8\\u002e8")
+    assert relay.on_frame(escaped, 2.5) == [] and relay.stats.unparsed == 1
+    [ended] = relay.on_frame(other.replace(b"9.9", b"1.1"), 3.0)
+    assert ended.linkedid == "1.1" and ended.kind.value == "ended"
+    assert relay.on_frame(other, 4.0) == [] and relay.stats.unparsed == 2  # no call in progress
