@@ -19,6 +19,21 @@ RELAY_STATUS = "relay_status"
 BATCH = 400  # writes per commit (Firestore allows 500)
 
 
+def status_due(
+    report: dict[str, Any], last: tuple[float, dict[str, Any]] | None, now: float, refresh: float
+) -> bool:
+    """Whether a relay's status needs writing: at once when its state changed, otherwise only
+    when something in it changed and the last write is `refresh` seconds old. An idle relay is
+    not rewritten at all (its instance's heartbeat in connector_instances says the connector is
+    alive): writes follow activity, not the number of relays."""
+    if last is None:
+        return True
+    when, written = last
+    if report["state"] != written["state"]:
+        return True
+    return report != written and now - when >= refresh
+
+
 def status_doc_id(endpoint: str) -> str:
     """`host:port` is a valid document id once '/' (IPv6 never has one, but be safe) is gone."""
     return endpoint.replace("/", "_")

@@ -17,7 +17,7 @@ from functions.adapters.health_server import HealthServer
 from functions.adapters.relay_client import RelayClient
 from functions.adapters.relay_directory import DesiredRelays, UsersRelayWatcher, merge_relays
 from functions.adapters.relay_leases import LeaseKeeper, RelayLeases, new_instance_id
-from functions.adapters.relay_status import RelayStatusWriter
+from functions.adapters.relay_status import RelayStatusWriter, status_due
 from functions.connector.ingest import RelayIngest
 from functions.core.call_tracker import CallTracker
 from functions.core.relays import RelaySpec, relay_from_url
@@ -27,7 +27,7 @@ from functions.settings import Settings
 log = logging.getLogger("connector")
 EXPIRE_EVERY = 5.0  # seconds between sweeps for calls that never ended
 STATUS_CHECK_EVERY = 2.0  # a relay's state change reaches relay_status within this
-STATUS_REFRESH_EVERY = 30.0  # counters and last-event times are rewritten at least this often
+STATUS_REFRESH_EVERY = 30.0  # changed counters and last-event times: at most this often
 SHUTDOWN_BUDGET = 8.0  # Cloud Run allows 10 s after SIGTERM
 
 
@@ -179,18 +179,17 @@ class Connector:
 
     async def _status_forever(self) -> None:
         assert self.status_writer is not None
-        written: dict[str, tuple[str, float]] = {}  # endpoint -> (state, when written)
+        written: dict[str, tuple[float, dict[str, Any]]] = {}  # endpoint -> (when, report)
         while True:
             await asyncio.sleep(STATUS_CHECK_EVERY)
             now = time.time()
             due: dict[str, dict[str, Any]] = {}
             for endpoint, runtime in list(self.relays.items()):
                 report = self.relay_report(runtime)
-                state, when = written.get(endpoint, ("", 0.0))
-                if report["state"] != state or now - when >= STATUS_REFRESH_EVERY:
+                if status_due(report, written.get(endpoint), now, STATUS_REFRESH_EVERY):
                     due[endpoint] = report
             if due and await self.status_writer.write_many(due):
-                written.update({ep: (report["state"], now) for ep, report in due.items()})
+                written.update({ep: (now, report) for ep, report in due.items()})
 
     @staticmethod
     def relay_report(rt: RelayRuntime) -> dict[str, Any]:
