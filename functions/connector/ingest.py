@@ -19,7 +19,6 @@ from functions.core.frames import (
     Rejected,
     decode_frame,
     peek_event,
-    peek_ids,
 )
 from functions.log import fields, mask_number
 
@@ -59,14 +58,13 @@ class RelayIngest:
         self.stats = RelayStats()
 
     def on_frame(self, payload: bytes | str, now: float | None = None) -> list[CallEvent]:
-        now = time.time() if now is None else now
-        self.stats.frames += 1
-        self.stats.last_frame_at = now
-        if isinstance(payload, bytes) and len(payload) <= self.max_frame_bytes:
+        stats = self.stats
+        stats.frames += 1
+        stats.last_frame_at = now = time.time() if now is None else now
+        if type(payload) is bytes and len(payload) <= self.max_frame_bytes:
             event = peek_event(payload)
-            raw = payload
-            if event is not None and not self.tracker.needs(event, lambda: peek_ids(raw)):
-                self.stats.unparsed += 1
+            if event is not None and not self.tracker.needs(event, payload):
+                stats.unparsed += 1
                 return []
         decoded = decode_frame(payload, max_bytes=self.max_frame_bytes)
         if isinstance(decoded, Rejected):

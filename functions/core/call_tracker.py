@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from functions.core.call_event import CallEvent, Kind, Outcome
-from functions.core.frames import EVENT_FRAME_TYPE, Frame
+from functions.core.frames import EVENT_FRAME_TYPE, Frame, peek_ids
 from functions.core.incoming_rule import (
     UNKNOWN_NAMES,
     channel_peer,
@@ -132,22 +132,22 @@ class CallTracker:
     def active_calls(self) -> int:
         return len(self._calls)
 
-    def needs(self, event: str, ids: Callable[[], Sequence[str]] | None = None) -> bool:
+    def needs(self, event: str, payload: bytes | None = None) -> bool:
         """Whether an AMI event of this name can change anything now. Lets the connector skip
         parsing the hundreds of frames per call that cannot (RTCP, VarSet while no call waits
-        for its dialled number, the events of calls not followed, ...). `ids`, when given,
-        returns the frame's Uniqueid/Linkedid/DestLinkedid values read without parsing it (an
-        empty list: unknown); only a Newchannel can start a call, every other event matters only
-        for a call in progress, whose root Uniqueid is its Linkedid."""
+        for its dialled number, the events of calls not followed, ...). With the raw frame
+        (`payload`), its Uniqueid/Linkedid/DestLinkedid are read without parsing it: only a
+        Newchannel can start a call, every other event matters only for a call in progress,
+        whose root Uniqueid is its Linkedid."""
         if event == "Newchannel":
             return True
         if event not in self._handlers or not self._calls:
             return False
         if event in _DIALPLAN_EVENTS and not self._pending:
             return False
-        if ids is None:
+        if payload is None:
             return True
-        found = ids()
+        found = peek_ids(payload)
         return not found or any(
             (server, value) in self._calls for value in found for server in self._servers
         )

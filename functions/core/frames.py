@@ -92,23 +92,40 @@ class Rejected:
     detail: str = ""
 
 
-# amiws writes the AMI headers in order, Event first, compactly: both found without parsing.
+# amiws writes compact JSON, the AMI headers in order, Event first: these are found with plain
+# byte searches (several times cheaper than a regex, and than parsing). Other spellings fall
+# back to the regex, or to "unknown".
+_EVENT_KEY = b'"Event":"'
 _PEEK_EVENT = re.compile(rb'"Event"\s*:\s*"([A-Za-z]+)"')
-_PEEK_IDS = re.compile(rb'"(?:Uniqueid|Linkedid|DestLinkedid)"\s*:\s*"([^"\\]+)"')
+_ID_KEYS = (b'"Uniqueid":"', b'"Linkedid":"', b'"DestLinkedid":"')
 
 
 def peek_event(payload: bytes) -> str | None:
     """The AMI event name of a raw relay frame, without parsing it (None: not found)."""
+    start = payload.find(_EVENT_KEY) + len(_EVENT_KEY)
+    if start >= len(_EVENT_KEY):
+        end = payload.find(b'"', start)
+        try:
+            return payload[start:end].decode("ascii") if end > 0 else None  # None: truncated
+        except UnicodeDecodeError:
+            return None  # no AMI event name: parse it and report it
     match = _PEEK_EVENT.search(payload)
     return match.group(1).decode("ascii") if match is not None else None
 
 
 def peek_ids(payload: bytes) -> list[str]:
     """The Uniqueid, Linkedid and DestLinkedid values of a raw relay frame, without parsing it.
-    Values with JSON escapes are not read: an empty list means "unknown", never "none"."""
+    A frame with JSON escapes or other spacing is not read: an empty list means "unknown",
+    never "none"."""
     if b"\\" in payload:
         return []
-    return [value.decode("utf-8", "replace") for value in _PEEK_IDS.findall(payload)]
+    found = []
+    for key in _ID_KEYS:
+        start = payload.find(key)
+        if start >= 0:
+            start += len(key)
+            found.append(payload[start : payload.find(b'"', start)].decode("utf-8", "replace"))
+    return found
 
 
 def decode_frame(payload: bytes | str, *, max_bytes: int = 256 * 1024) -> Frame | Rejected:

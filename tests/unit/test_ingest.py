@@ -141,3 +141,9 @@ def test_frames_of_calls_not_followed_are_skipped_but_a_followed_calls_are_not()
     [ended] = relay.on_frame(other.replace(b"9.9", b"1.1"), 3.0)
     assert ended.linkedid == "1.1" and ended.kind.value == "ended"
     assert relay.on_frame(other, 4.0) == [] and relay.stats.unparsed == 2  # no call in progress
+
+
+def test_a_truncated_frame_is_reported_as_bad_not_skipped_unparsed():
+    relay = ingest()
+    assert relay.on_frame(b'{"type":3,"server_id":1,"data":{"Event":"Newch', 1.0) == []
+    assert relay.stats.unparsed == 0 and sum(relay.stats.bad_frames.values()) == 1
