@@ -6,7 +6,8 @@ Every change is a transaction that also creates a write-once marker
 `push_dedupe/{call}/versions/{n}` for the record's next version. Two writers that read the same
 version cannot both commit: on production Firestore the transaction already guarantees it, and
 the create precondition makes it hold on the local emulator too, which does not isolate
-transactions. The loser reads again and re-decides (a few times at most).
+transactions. The loser reads again and re-decides (a few times at most). A call's first
+record (the claim of its ringing event) is written with two creates in one commit instead.
 """
 
 from __future__ import annotations
@@ -47,6 +48,31 @@ class LedgerStore:
     def _base(event: CallEvent) -> dict[str, Any]:
         return {"callKey": event.call_key, "linkedid": event.linkedid}
 
+    def _create(
+        self, event: CallEvent, decide: Callable[[Record | None], tuple[Record | None, T]]
+    ) -> tuple[bool, T | None]:
+        """The first record of a call in one commit, with no transaction: (created, result).
+        The record and its version-1 marker are both `create`s, so a call that has a record
+        already fails the commit (the caller then takes the transaction path); the ringing
+        event, usually the first of its call, saves the transaction's begin and read on its
+        way to the pushes."""
+        new, result = decide(None)
+        if new is None:
+            return False, None
+        ref = self._ref(event)
+        expires = datetime.now(UTC) + RECORD_TTL
+        batch = self.client.batch()
+        batch.create(ref.collection(VERSIONS).document("1"), {"expiresAt": expires})
+        batch.create(ref, {**new, "version": 1, "expiresAt": expires})
+        try:
+            batch.commit()
+        except exceptions.GoogleAPICallError as exc:
+            if not lost_race(exc):
+                raise
+            self.conflicts += 1
+            return False, None
+        return True, result
+
     def _commit(
         self, event: CallEvent, decide: Callable[[Record | None], tuple[Record | None, T]]
     ) -> T:
@@ -84,6 +110,9 @@ class LedgerStore:
             new, chosen, over = ledger.claim_ring(record, candidates, now, self._base(event))
             return new, (chosen, over)
 
+        created, result = self._create(event, decide)
+        if created and result is not None:
+            return result
         return self._commit(event, decide)
 
     def finish_ring(

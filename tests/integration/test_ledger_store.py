@@ -81,3 +81,38 @@ def test_close_racing_with_the_end_of_a_ring_never_loses_or_doubles_a_cancel(db)
             cancels = late.result() + direct.result()
         # Whichever committed first, each device gets exactly one cancel claim in total.
         assert sorted(d.token for d in cancels) == sorted(d.token for d in DEVICES), round_
+
+
+def test_the_first_claim_of_a_call_needs_no_transaction_and_the_next_one_does(db):
+    class CountingTransactions:
+        """The client, counting the transactions started through it."""
+
+        def __init__(self, client: firestore.Client) -> None:
+            self.client = client
+            self.transactions = 0
+
+        def __getattr__(self, name: str):
+            return getattr(self.client, name)
+
+        def transaction(self, **kwargs):
+            self.transactions += 1
+            return self.client.transaction(**kwargs)
+
+    client = CountingTransactions(firestore.Client(project=PROJECT))
+    store = LedgerStore(client)  # type: ignore[arg-type]
+    event = call("fast.1")
+    chosen, over = store.claim_ring(event, DEVICES, time.time())
+    assert sorted(d.token for d in chosen) == sorted(d.token for d in DEVICES) and not over
+    assert client.transactions == 0  # one commit of two creates
+    record = db.collection("push_dedupe").document(event.call_hash).get().to_dict()
+    assert record["version"] == 1
+    assert (
+        db.collection("push_dedupe")
+        .document(event.call_hash)
+        .collection("versions")
+        .document("1")
+        .get()
+        .exists
+    )
+    again, _ = store.claim_ring(event, DEVICES, time.time())  # a redelivery: nothing new to ring
+    assert again == [] and client.transactions == 1 and store.conflicts == 1
