@@ -66,6 +66,11 @@ class FirestoreDirectory:
         self._cache: dict[tuple[str, str, int], tuple[float, Selection]] = {}
         self._lock = threading.Lock()
 
+    def warm(self) -> None:
+        """Open the gRPC channel (DNS, TLS, HTTP/2, access token) before the first call needs
+        it: one read of a document that does not exist."""
+        self.client.collection("my_extensions").document("_warm-up").get(timeout=10)
+
     def recipients_for(self, event: CallEvent) -> Selection:
         if self.cache_seconds <= 0:
             return self._lookup(event)

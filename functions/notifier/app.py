@@ -63,9 +63,16 @@ def warm_in_background() -> None:
 
     def warm() -> None:
         try:
-            sender = notifier().sender
-            if isinstance(sender, FcmSender):
-                sender.warm()  # the access token and TLS set-up, off the first call's path
+            service = notifier()
+            # connections, TLS and access tokens, off the first call's path, both at once
+            with ThreadPoolExecutor(2, thread_name_prefix="warm") as pool:
+                calls = [
+                    pool.submit(part.warm)
+                    for part in (service.sender, service.directory)
+                    if isinstance(part, FcmSender | FirestoreDirectory)
+                ]
+                for call in calls:
+                    call.result()
         except Exception:
             log.exception("warm-up of the notifier's clients failed")
 
