@@ -96,6 +96,32 @@ async def test_relay_status_is_written_for_admins(connector, relay, db):
     assert doc["state"] in {"backoff", "connecting"} and doc["lastError"]
 
 
+async def test_relay_status_counters_follow_frames_and_an_idle_relay_is_left_alone(
+    connector, relay, db, monkeypatch
+):
+    from functions.connector import app
+
+    monkeypatch.setattr(app, "STATUS_CHECK_EVERY", 0.2)
+    monkeypatch.setattr(app, "STATUS_REFRESH_EVERY", 0.5)
+    db.collection("users").document("a").set(
+        {"websocketServerUrl": "127.0.0.1", "websocketServerPort": relay.port}
+    )
+    await relay.wait_for_clients(1, timeout=15)
+    ref = db.collection(RELAY_STATUS).document(status_doc_id(f"127.0.0.1:{relay.port}"))
+    for _ in range(3):
+        await relay.broadcast(b"garbage")
+
+    def counted() -> dict | None:
+        doc = ref.get().to_dict() or {}
+        return doc if doc.get("counters", {}).get("frames") == 3 else None
+
+    doc = await asyncio.to_thread(eventually, counted, 15)
+    assert doc["counters"]["badFrames"] == {"invalid_json": 3}
+    # nothing changes now: several checks and refresh periods pass without a rewrite
+    await asyncio.sleep(2.0)
+    assert ref.get().to_dict()["updatedAt"] == doc["updatedAt"]
+
+
 class Blackhole:
     """A TCP proxy to the relay that can go silent without closing: a dead link (NAT timeout,
     crashed host) that only keepalive pings reveal."""

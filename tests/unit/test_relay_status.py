@@ -1,6 +1,6 @@
 """When the connector rewrites a relay's relay_status document (functions.adapters.relay_status)."""
 
-from functions.adapters.relay_status import status_due
+from functions.adapters.relay_status import plan_status_writes, status_due, write_budget
 
 REFRESH = 30.0
 
@@ -25,3 +25,54 @@ def test_changed_counters_wait_for_the_refresh_period():
 
 def test_an_idle_relay_is_not_rewritten_however_long_ago():
     assert not status_due(report(), (0.0, report()), 100_000.0, REFRESH)
+
+
+def test_the_budget_spreads_a_full_refresh_over_the_refresh_period():
+    # 1,000 relays, a check every 2 s, a 30 s refresh: 67 writes per check is the even share
+    assert write_budget(1000, 2.0, REFRESH) == 134
+    assert write_budget(3, 2.0, REFRESH) == 50  # a small connector is never held back
+
+
+def test_state_changes_come_before_counter_refreshes_and_the_oldest_refresh_first():
+    written = {
+        "a": (10.0, report(frames=1)),
+        "b": (0.0, report(frames=1)),
+        "c": (50.0, report()),
+        "d": (60.0, report(frames=1)),
+    }
+    reports = {
+        "a": report(frames=2),  # counters changed, written at 10
+        "b": report(frames=2),  # counters changed, written at 0: older than a
+        "c": report("backoff"),  # state changed
+        "d": report(frames=2),  # counters changed, written 40 s ago: due, newest of the due
+        "e": report(),  # never written
+    }
+    plan = plan_status_writes(reports, written, 100.0, REFRESH, budget=3)
+    assert list(plan) == ["c", "e", "b"]
+    assert plan["c"]["state"] == "backoff"
+    assert list(plan_status_writes(reports, written, 100.0, REFRESH, budget=10)) == [
+        "c",
+        "e",
+        "b",
+        "a",
+        "d",
+    ]
+
+
+def test_a_thousand_busy_relays_are_refreshed_in_even_slices_none_starved():
+    relays = [f"10.0.0.{i}:7099" for i in range(1000)]
+    written: dict = {}
+    budget = write_budget(len(relays), 2.0, REFRESH)
+    sizes, last_write = [], {}
+    now = 0.0
+    for tick in range(60):  # two minutes of checks every 2 s, counters changing all along
+        now = tick * 2.0
+        reports = {ep: report(frames=tick) for ep in relays}
+        plan = plan_status_writes(reports, written, now, REFRESH, budget)
+        sizes.append(len(plan))
+        written.update({ep: (now, r) for ep, r in plan.items()})
+        last_write.update({ep: now for ep in plan})
+    assert max(sizes) == budget  # never the whole thousand at once
+    assert len(last_write) == 1000
+    # steady state: every relay is rewritten within a check or two of falling due
+    assert min(last_write.values()) >= now - REFRESH - 2 * 2.0
