@@ -2,57 +2,13 @@
 own process, so each proposal's gain is measured in the same run as the code it would replace.
 
 NOT product code: the owners of functions/ decide whether and how to adopt them (see
-docs/benchmarks.md, "What the numbers drove"). Each prototype keeps the original's behaviour; the
-ingest one is checked for equal output on the benchmark's frames before it is timed.
+docs/benchmarks.md, "What the numbers drove"). A prototype is retired once the product adopts it
+(the ingest `_validate` one was: its figures stay in the proposal's text).
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-_STR_ONLY = frozenset({str})
-
-
-# ingest: functions/core/frames.py `_validate` ----------------------------------------------------
-
-
-def install_fast_validate() -> None:
-    """frames._validate without the per-field copy when every `data` value is a string (every
-    frame amiws sends): one C-level pass (`{*map(type, values)}`) instead of a Python loop with an
-    isinstance and a dict store per field; anything else falls back to the original."""
-    from functions.core import frames
-
-    original = frames._validate
-    frame_cls = frames.Frame
-
-    def fast_validate(obj: object, repaired: bool) -> Any:
-        if type(obj) is dict:
-            data = obj.get("data")
-            frame_type = obj.get("type")
-            server_id = obj.get("server_id", 1)
-            if (
-                type(data) is dict
-                and type(frame_type) is int
-                and type(server_id) is int
-                and {*map(type, data.values())} <= _STR_ONLY
-            ):
-                name = obj.get("server_name")
-                return frame_cls(
-                    frame_type, server_id, name if type(name) is str else "", data, repaired, ()
-                )
-        return original(obj, repaired)
-
-    fast_validate.original = original  # type: ignore[attr-defined]
-    frames._validate = fast_validate  # type: ignore[assignment]
-
-
-def uninstall_fast_validate() -> None:
-    from functions.core import frames
-
-    original = getattr(frames._validate, "original", None)
-    if original is not None:
-        frames._validate = original  # type: ignore[assignment]
-
 
 # fan-out: firebase-admin's own httpx client, for comparison with fcm_transport.py ----------------
 

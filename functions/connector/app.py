@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from functions.adapters.relay_directory import DesiredRelays, UsersRelayWatcher,
 from functions.adapters.relay_leases import LeaseKeeper, RelayLeases, new_instance_id
 from functions.adapters.relay_status import RelayStatusWriter, plan_status_writes, write_budget
 from functions.connector.ingest import RelayIngest
+from functions.core.call_event import CallEvent
 from functions.core.call_tracker import CallTracker
 from functions.core.relays import RelaySpec, relay_from_url
 from functions.log import fields
@@ -156,14 +158,18 @@ class Connector:
         tracker = CallTracker(spec.endpoint, self.settings.trunk_context_prefixes)
         ingest = RelayIngest(spec.endpoint, tracker, self.settings.max_frame_bytes)
 
-        async def on_frame(payload: bytes) -> None:
-            for event in ingest.on_frame(payload):
-                await self.publisher.publish(event)
+        def on_frame(payload: bytes) -> Awaitable[None] | None:
+            events = ingest.on_frame(payload)
+            return self._publish_all(events) if events else None
 
         client = RelayClient(spec, on_frame)
         task = asyncio.create_task(client.run(), name=f"relay {spec.endpoint}")
         log.info("relay watched", extra=fields(relay=spec.url))
         return RelayRuntime(spec, client, ingest, task)
+
+    async def _publish_all(self, events: list[CallEvent]) -> None:
+        for event in events:
+            await self.publisher.publish(event)
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -17,8 +17,9 @@ from functions.core.frames import (
     RESPONSE_FRAME_TYPE,
     Frame,
     Rejected,
-    decode_frame,
+    load_frame,
     peek_event,
+    validate_frame,
 )
 from functions.log import fields, mask_number
 
@@ -31,7 +32,7 @@ class RelayStats:
     frames: int = 0
     events: int = 0
     repaired: int = 0
-    unparsed: int = 0  # frames of events the call tracker cannot use now, skipped unparsed
+    skipped: int = 0  # frames that could not change a call, dropped before validation
     bad_frames: Counter[str] = field(default_factory=Counter)
     last_frame_at: float | None = None
     last_event_at: float | None = None
@@ -42,7 +43,7 @@ class RelayStats:
             "frames": self.frames,
             "events": self.events,
             "repaired": self.repaired,
-            "unparsed": self.unparsed,
+            "skipped": self.skipped,
             "bad_frames": dict(self.bad_frames),
             "last_frame_at": self.last_frame_at,
             "last_event_at": self.last_event_at,
@@ -61,12 +62,26 @@ class RelayIngest:
         stats = self.stats
         stats.frames += 1
         stats.last_frame_at = now = time.time() if now is None else now
+        tracker = self.tracker
+        # Most frames cannot change a call. The event name, read from the raw bytes, says so
+        # for most; the parsed ids say so for most of the rest, before validation and tracking.
+        event = None
         if type(payload) is bytes and len(payload) <= self.max_frame_bytes:
             event = peek_event(payload)
-            if event is not None and not self.tracker.needs(event, payload):
-                stats.unparsed += 1
+            if event is not None and not tracker.needs(event):
+                stats.skipped += 1
                 return []
-        decoded = decode_frame(payload, max_bytes=self.max_frame_bytes)
+        loaded = load_frame(payload, max_bytes=self.max_frame_bytes)
+        if type(loaded) is Rejected:
+            self._bad(loaded, payload)
+            return []
+        obj, repaired = loaded  # type: ignore[misc]
+        if event is not None and type(obj) is dict:
+            data = obj.get("data")
+            if type(data) is dict and not tracker.needs(event, data):
+                stats.skipped += 1
+                return []
+        decoded = validate_frame(obj, repaired)
         if isinstance(decoded, Rejected):
             self._bad(decoded, payload)
             return []

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from functions.core.call_event import CallEvent, Kind, Outcome
-from functions.core.frames import EVENT_FRAME_TYPE, Frame, peek_ids
+from functions.core.frames import EVENT_FRAME_TYPE, Frame
 from functions.core.incoming_rule import (
     UNKNOWN_NAMES,
     channel_peer,
@@ -59,6 +59,7 @@ class Dropped:
 
 
 _DIALPLAN_EVENTS = frozenset({"Newexten", "VarSet"})
+_ID_HEADERS = ("Uniqueid", "Linkedid", "DestLinkedid")
 
 
 class _Call:
@@ -132,25 +133,37 @@ class CallTracker:
     def active_calls(self) -> int:
         return len(self._calls)
 
-    def needs(self, event: str, payload: bytes | None = None) -> bool:
+    def needs(self, event: str, data: dict[str, object] | None = None) -> bool:
         """Whether an AMI event of this name can change anything now. Lets the connector skip
-        parsing the hundreds of frames per call that cannot (RTCP, VarSet while no call waits
-        for its dialled number, the events of calls not followed, ...). With the raw frame
-        (`payload`), its Uniqueid/Linkedid/DestLinkedid are read without parsing it: only a
-        Newchannel can start a call, every other event matters only for a call in progress,
-        whose root Uniqueid is its Linkedid."""
+        the hundreds of frames per call that cannot (RTCP, VarSet while no call waits for its
+        dialled number, the events of calls not followed, ...): first on the name alone, read
+        from the raw frame; then, given the parsed headers (`data`), on their Uniqueid,
+        Linkedid and DestLinkedid. Only a Newchannel can start a call; every other event
+        matters only for a call in progress, whose root Uniqueid is its Linkedid."""
         if event == "Newchannel":
             return True
         if event not in self._handlers or not self._calls:
             return False
         if event in _DIALPLAN_EVENTS and not self._pending:
             return False
-        if payload is None:
-            return True
-        found = peek_ids(payload)
-        return not found or any(
-            (server, value) in self._calls for value in found for server in self._servers
-        )
+        return data is None or self._names_a_call(data)
+
+    def _names_a_call(self, data: dict[str, object]) -> bool:
+        """Whether the headers name a call in progress; True when they carry no id to read, or
+        one that is not a string (validation reports it)."""
+        calls = self._calls
+        read = False
+        for key in _ID_HEADERS:
+            value = data.get(key)
+            if value is None:
+                continue
+            if type(value) is not str:
+                return True
+            read = True
+            for server in self._servers:
+                if (server, value) in calls:
+                    return True
+        return not read
 
     def feed(self, frame: Frame, now: float) -> list[CallEvent]:
         """The call events one relay frame causes (usually none). `now`: epoch seconds."""

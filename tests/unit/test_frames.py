@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from functions.core.frames import Frame, Rejected, decode_frame
+from functions.core.frames import Frame, Rejected, decode_frame, peek_event
 
 SEED = {
     "type": 3,
@@ -125,3 +125,29 @@ def test_arbitrary_json_never_raises_and_valid_frames_hold_only_strings(value):
     result = decode_frame(orjson.dumps(value))
     if isinstance(result, Frame):
         assert all(isinstance(v, str) for v in result.data.values())
+
+
+HANGUP = {"Event": "Hangup", "Channel": "SIP/a-1", "Uniqueid": "1.5", "Linkedid": "1.4"}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [HANGUP, dict(sorted(HANGUP.items())), {"Channel": "x", **HANGUP}],
+    ids=["amiws order", "sorted keys", "event later"],
+)
+def test_the_event_name_is_read_unparsed_wherever_the_key_sits(data):
+    assert peek_event(orjson.dumps({"type": 3, "server_id": 1, "data": data})) == "Hangup"
+
+
+def test_a_truncated_frame_has_no_event_name_so_it_is_parsed_and_reported():
+    raw = orjson.dumps({"type": 3, "data": HANGUP})
+    assert peek_event(raw[: raw.index(b"Hangup") + 3]) is None
+
+
+def test_spaced_json_still_gives_the_event_name():
+    assert peek_event(b'{"type": 3, "data": {"Event" : "Hangup", "Uniqueid": "1.5"}}') == "Hangup"
+
+
+def test_an_event_key_quoted_inside_a_value_is_not_mistaken_for_the_real_one():
+    data = {"Value": '{"Event":"Hangup"}', "Event": "VarSet"}
+    assert peek_event(orjson.dumps({"type": 3, "data": data})) == "VarSet"

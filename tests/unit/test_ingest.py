@@ -72,12 +72,12 @@ def _envelope(frame) -> bytes:
     )
 
 
-def test_events_the_tracker_cannot_use_are_skipped_unparsed():
+def test_events_the_tracker_cannot_use_are_skipped():
     relay = ingest()
     rtcp = b'{"type":3,"server_id":1,"data":{"Event":"RTCPSent","Channel":"x"}}'
     varset = b'{"type":3,"server_id":1,"data":{"Event": "VarSet","Variable":"FROM_DID"}}'
     assert relay.on_frame(rtcp, 1.0) == [] and relay.on_frame(varset, 1.0) == []
-    assert relay.stats.unparsed == 2 and relay.stats.bad_frames == {}
+    assert relay.stats.skipped == 2 and relay.stats.bad_frames == {}
     [ring] = relay.on_frame(orjson.dumps(seed_frame("1.1", "1.0")), 2.0)  # parsed: it matters
     assert ring.linkedid == "1.1"
 
@@ -89,7 +89,7 @@ def test_dialplan_events_are_parsed_while_a_call_waits_for_its_number():
     root = pending_root()
     assert relay.on_frame(_envelope(root), 1.0) == []  # Exten "s": no number yet
     [ring] = relay.on_frame(_envelope(varset("__FROM_DID", "07045144801")), 2.0)
-    assert ring.dialled_number == "07045144801" and relay.stats.unparsed == 0
+    assert ring.dialled_number == "07045144801" and relay.stats.skipped == 0
 
 
 def _corpus_streams() -> list[tuple[str, list[bytes]]]:
@@ -110,9 +110,10 @@ def _corpus_streams() -> list[tuple[str, list[bytes]]]:
     return [*streams, ("all interleaved", mixed)]
 
 
-def test_skipping_unparsed_frames_never_changes_a_call_event():
-    """The prefilter (event name and call ids read from the raw bytes) against the tracker fed
-    every parsed frame, over the whole corpus: the same events, and most frames skipped."""
+def test_skipping_frames_never_changes_a_call_event():
+    """The prefilter (event name from the raw bytes, then the parsed call ids) against the
+    tracker fed every parsed frame, over the whole corpus: the same events, most frames
+    skipped."""
     from functions.core.frames import decode_frame
 
     skipped = total = 0
@@ -125,7 +126,7 @@ def test_skipping_unparsed_frames_never_changes_a_call_event():
             via_ingest += relay.on_frame(payload, now)
             direct += tracker.feed(decode_frame(payload), now)
         assert via_ingest == direct, name
-        skipped += relay.stats.unparsed
+        skipped += relay.stats.skipped
         total += len(stream)
     assert skipped > total / 2  # the prefilter is doing its job
 
@@ -134,16 +135,34 @@ def test_frames_of_calls_not_followed_are_skipped_but_a_followed_calls_are_not()
     relay = ingest()
     assert len(relay.on_frame(orjson.dumps(seed_frame("1.1", "1.0")), 1.0)) == 1
     other = b'{"type":3,"server_id":1,"data":{"Event":"Hangup","Uniqueid":"9.9","Linkedid":"9.9"}}'
-    assert relay.on_frame(other, 2.0) == [] and relay.stats.unparsed == 1
-    # ids written with JSON escapes cannot be read unparsed: such a frame is parsed
+    assert relay.on_frame(other, 2.0) == [] and relay.stats.skipped == 1
+    # ids are compared once parsed, so JSON escapes in them change nothing
     escaped = other.replace(b"9.9", b"8\\u002e8")
-    assert relay.on_frame(escaped, 2.5) == [] and relay.stats.unparsed == 1
-    [ended] = relay.on_frame(other.replace(b"9.9", b"1.1"), 3.0)
+    assert relay.on_frame(escaped, 2.5) == [] and relay.stats.skipped == 2
+    [ended] = relay.on_frame(other.replace(b"9.9", b"1\\u002e1"), 3.0)
     assert ended.linkedid == "1.1" and ended.kind.value == "ended"
-    assert relay.on_frame(other, 4.0) == [] and relay.stats.unparsed == 2  # no call in progress
+    assert relay.on_frame(other, 4.0) == [] and relay.stats.skipped == 3  # no call in progress
 
 
-def test_a_truncated_frame_is_reported_as_bad_not_skipped_unparsed():
+def test_a_frame_with_no_ids_or_odd_ones_is_validated_not_skipped():
+    relay = ingest()
+    assert len(relay.on_frame(orjson.dumps(seed_frame("1.1", "1.0")), 1.0)) == 1
+    no_ids = b'{"type":3,"server_id":1,"data":{"Event":"Hangup","Channel":"x"}}'
+    odd = b'{"type":3,"server_id":1,"data":{"Event":"Hangup","Uniqueid":7,"Linkedid":null}}'
+    assert relay.on_frame(no_ids, 2.0) == [] and relay.on_frame(odd, 2.0) == []
+    assert relay.stats.skipped == 0  # both went through validation and the tracker
+
+
+def test_a_truncated_frame_is_reported_as_bad_not_skipped():
     relay = ingest()
     assert relay.on_frame(b'{"type":3,"server_id":1,"data":{"Event":"Newch', 1.0) == []
-    assert relay.stats.unparsed == 0 and sum(relay.stats.bad_frames.values()) == 1
+    assert relay.stats.skipped == 0 and sum(relay.stats.bad_frames.values()) == 1
+
+
+def test_any_of_the_three_ids_can_name_the_call():
+    relay = ingest()
+    relay.on_frame(orjson.dumps(seed_frame("1.1", "1.0")), 1.0)
+    needs = relay.tracker.needs
+    assert needs("DialBegin", {"Uniqueid": "5.5", "DestLinkedid": "1.1"})
+    assert needs("Hangup", {"Uniqueid": "1.1", "Linkedid": "0.9"})  # linkedid changed on bridge
+    assert not needs("DialBegin", {"Uniqueid": "5.5", "Linkedid": "5.5", "DestLinkedid": "6.6"})
