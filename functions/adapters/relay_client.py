@@ -13,8 +13,9 @@ import base64
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -48,9 +49,11 @@ class ConnectionState:
         self.since = time.time()
 
 
-# Called inline for every frame; returns something to await only when there is work to wait for
-# (publishing call events), so the hundreds of frames that change nothing cost no coroutine.
-FrameHandler = Callable[[bytes], Awaitable[None] | None]
+# `on_frame` is called inline for every frame and returns what it made of it (call events);
+# `on_results` is awaited only when that is not empty, so the hundreds of frames that change
+# nothing cost no coroutine and no extra call.
+FrameHandler = Callable[[bytes], Sequence[Any]]
+ResultsHandler = Callable[[Sequence[Any]], Awaitable[None]]
 
 
 def backoff_delay(attempt: int, rng: random.Random) -> float:
@@ -60,9 +63,10 @@ def backoff_delay(attempt: int, rng: random.Random) -> float:
 
 
 class RelayClient:
-    def __init__(self, spec: RelaySpec, on_frame: FrameHandler) -> None:
+    def __init__(self, spec: RelaySpec, on_frame: FrameHandler, on_results: ResultsHandler) -> None:
         self.spec = spec
         self.on_frame = on_frame
+        self.on_results = on_results
         self.status = ConnectionState()
         self._rng = random.Random()
 
@@ -122,8 +126,9 @@ class RelayClient:
             self.status.connects += 1
             self.status.set("connected")
             log.info("relay connected", extra=fields(relay=self.spec.url))
+            on_frame, on_results = self.on_frame, self.on_results
             while True:
                 payload = await ws.recv(decode=False)
-                pending = self.on_frame(payload if type(payload) is bytes else payload.encode())
-                if pending is not None:
-                    await pending
+                results = on_frame(payload if type(payload) is bytes else payload.encode())
+                if results:
+                    await on_results(results)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,16 +158,12 @@ class Connector:
         tracker = CallTracker(spec.endpoint, self.settings.trunk_context_prefixes)
         ingest = RelayIngest(spec.endpoint, tracker, self.settings.max_frame_bytes)
 
-        def on_frame(payload: bytes) -> Awaitable[None] | None:
-            events = ingest.on_frame(payload)
-            return self._publish_all(events) if events else None
-
-        client = RelayClient(spec, on_frame)
+        client = RelayClient(spec, ingest.on_frame, self._publish_all)
         task = asyncio.create_task(client.run(), name=f"relay {spec.endpoint}")
         log.info("relay watched", extra=fields(relay=spec.url))
         return RelayRuntime(spec, client, ingest, task)
 
-    async def _publish_all(self, events: list[CallEvent]) -> None:
+    async def _publish_all(self, events: Sequence[CallEvent]) -> None:
         for event in events:
             await self.publisher.publish(event)
 

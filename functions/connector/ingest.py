@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from functions.core.call_event import CallEvent
 from functions.core.call_tracker import CallTracker
 from functions.core.frames import (
+    EVENT_FRAME_TYPE,
     RESPONSE_FRAME_TYPE,
     Frame,
     Rejected,
     load_frame,
-    peek_event,
+    search_event_name,
     validate_frame,
 )
 from functions.log import fields, mask_number
@@ -64,11 +65,11 @@ class RelayIngest:
         stats.last_frame_at = now = time.time() if now is None else now
         tracker = self.tracker
         # Most frames cannot change a call. The event name, read from the raw bytes, says so
-        # for most; the parsed ids say so for most of the rest, before validation and tracking.
-        event = None
+        # for most; the parsed headers say so for most of the rest, before validation and
+        # tracking.
         if type(payload) is bytes and len(payload) <= self.max_frame_bytes:
-            event = peek_event(payload)
-            if event is not None and not tracker.needs(event):
+            name = search_event_name(payload)  # peek_event, inlined: this runs for every frame
+            if name is not None and name[1] not in tracker.wanted:
                 stats.skipped += 1
                 return []
         loaded = load_frame(payload, max_bytes=self.max_frame_bytes)
@@ -76,11 +77,13 @@ class RelayIngest:
             self._bad(loaded, payload)
             return []
         obj, repaired = loaded  # type: ignore[misc]
-        if event is not None and type(obj) is dict:
+        if type(obj) is dict and obj.get("type") == EVENT_FRAME_TYPE:
             data = obj.get("data")
-            if type(data) is dict and not tracker.needs(event, data):
-                stats.skipped += 1
-                return []
+            if type(data) is dict:
+                event = data.get("Event")
+                if type(event) is str and not tracker.needs(event, data):
+                    stats.skipped += 1
+                    return []
         decoded = validate_frame(obj, repaired)
         if isinstance(decoded, Rejected):
             self._bad(decoded, payload)

@@ -128,25 +128,41 @@ class CallTracker:
             "QueueCallerAbandon": self._on_hangup_request,
             "Hangup": self._on_hangup,
         }
+        handled = frozenset(name.encode() for name in self._handlers)
+        self._wanted_idle = frozenset({b"Newchannel"})
+        self._wanted_no_dialplan = handled - {name.encode() for name in _DIALPLAN_EVENTS}
+        self._wanted_all = handled
+        # The AMI event names (bytes, as read from a raw frame) that can change anything now,
+        # for a reader that looks before parsing: only Newchannel while no call is in progress;
+        # Newexten/VarSet only while a call waits for its dialled number. Lets the connector
+        # skip the hundreds of frames per call that cannot matter (RTCP, NewCallerid, ...).
+        # An attribute, not a method (it is read for every frame), kept current by `feed` and
+        # `expire`, the only methods that change the calls.
+        self.wanted: frozenset[bytes] = self._wanted_idle
 
     @property
     def active_calls(self) -> int:
         return len(self._calls)
 
-    def needs(self, event: str, data: dict[str, object] | None = None) -> bool:
-        """Whether an AMI event of this name can change anything now. Lets the connector skip
-        the hundreds of frames per call that cannot (RTCP, VarSet while no call waits for its
-        dialled number, the events of calls not followed, ...): first on the name alone, read
-        from the raw frame; then, given the parsed headers (`data`), on their Uniqueid,
-        Linkedid and DestLinkedid. Only a Newchannel can start a call; every other event
-        matters only for a call in progress, whose root Uniqueid is its Linkedid."""
+    def _update_wanted(self) -> None:
+        if not self._calls:
+            self.wanted = self._wanted_idle
+        else:
+            self.wanted = self._wanted_all if self._pending else self._wanted_no_dialplan
+
+    def needs(self, event: str, data: dict[str, object]) -> bool:
+        """Whether a parsed event (`data`: its headers) can change anything now: besides its
+        name, a Newchannel must be in a trunk context to start a call, and any other event
+        must name a call in progress by its Uniqueid, Linkedid or DestLinkedid (a call's root
+        Uniqueid is its Linkedid)."""
         if event == "Newchannel":
-            return True
+            context = data.get("Context")
+            return type(context) is not str or context.startswith(self.prefixes)
         if event not in self._handlers or not self._calls:
             return False
         if event in _DIALPLAN_EVENTS and not self._pending:
             return False
-        return data is None or self._names_a_call(data)
+        return self._names_a_call(data)
 
     def _names_a_call(self, data: dict[str, object]) -> bool:
         """Whether the headers name a call in progress; True when they carry no id to read, or
@@ -176,7 +192,10 @@ class CallTracker:
             return []
         if handler is None:
             return []
-        return handler(frame, data, now)
+        try:
+            return handler(frame, data, now)
+        finally:
+            self._update_wanted()
 
     def expire(self, now: float) -> list[Dropped]:
         """Drop calls first seen more than `max_call_seconds` ago; also report calls evicted by
@@ -189,6 +208,7 @@ class CallTracker:
             if now - call.first_seen < self.max_call_seconds:
                 break
             dropped.append(self._drop(key, "max_call_seconds", now))
+        self._update_wanted()
         return dropped
 
     # --- call creation -------------------------------------------------------------------------

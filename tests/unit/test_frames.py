@@ -136,7 +136,7 @@ HANGUP = {"Event": "Hangup", "Channel": "SIP/a-1", "Uniqueid": "1.5", "Linkedid"
     ids=["amiws order", "sorted keys", "event later"],
 )
 def test_the_event_name_is_read_unparsed_wherever_the_key_sits(data):
-    assert peek_event(orjson.dumps({"type": 3, "server_id": 1, "data": data})) == "Hangup"
+    assert peek_event(orjson.dumps({"type": 3, "server_id": 1, "data": data})) == b"Hangup"
 
 
 def test_a_truncated_frame_has_no_event_name_so_it_is_parsed_and_reported():
@@ -145,9 +145,9 @@ def test_a_truncated_frame_has_no_event_name_so_it_is_parsed_and_reported():
 
 
 def test_spaced_json_still_gives_the_event_name():
-    assert peek_event(b'{"type": 3, "data": {"Event" : "Hangup", "Uniqueid": "1.5"}}') == "Hangup"
+    assert peek_event(b'{"type": 3, "data": {"Event" : "Hangup", "Uniqueid": "1.5"}}') == b"Hangup"
 
 
 def test_an_event_key_quoted_inside_a_value_is_not_mistaken_for_the_real_one():
     data = {"Value": '{"Event":"Hangup"}', "Event": "VarSet"}
-    assert peek_event(orjson.dumps({"type": 3, "data": data})) == "VarSet"
+    assert peek_event(orjson.dumps({"type": 3, "data": data})) == b"VarSet"

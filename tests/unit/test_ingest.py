@@ -166,3 +166,32 @@ def test_any_of_the_three_ids_can_name_the_call():
     assert needs("DialBegin", {"Uniqueid": "5.5", "DestLinkedid": "1.1"})
     assert needs("Hangup", {"Uniqueid": "1.1", "Linkedid": "0.9"})  # linkedid changed on bridge
     assert not needs("DialBegin", {"Uniqueid": "5.5", "Linkedid": "5.5", "DestLinkedid": "6.6"})
+
+
+def test_the_names_wanted_unparsed_follow_the_tracker_state():
+    from tests.unit.test_call_tracker import pending_root
+
+    relay = ingest()
+    assert relay.tracker.wanted == {b"Newchannel"}  # nothing in progress
+    relay.on_frame(_envelope(pending_root()), 1.0)  # a call waits for its number
+    assert {b"Hangup", b"VarSet", b"Newexten"} <= relay.tracker.wanted
+    relay = ingest()
+    relay.on_frame(orjson.dumps(seed_frame("1.1", "1.0")), 1.0)  # rung: its number is known
+    wanted = relay.tracker.wanted
+    assert b"Hangup" in wanted and b"VarSet" not in wanted and b"RTCPSent" not in wanted
+
+
+def test_a_newchannel_outside_the_trunk_contexts_is_skipped_after_parsing():
+    relay = ingest()
+    internal = orjson.dumps(seed_frame("2.2", "2.0"))
+    internal = internal.replace(b'"Context":"', b'"Context":"from-internal-')
+    assert relay.on_frame(internal, 1.0) == [] and relay.stats.skipped == 1
+    assert len(relay.on_frame(orjson.dumps(seed_frame("1.1", "1.0")), 1.0)) == 1
+
+
+def test_names_are_wanted_again_only_for_newchannel_once_calls_expire():
+    relay = ingest()
+    relay.on_frame(orjson.dumps(seed_frame("1.1", "1.0")), 1.0)
+    assert b"Hangup" in relay.tracker.wanted
+    assert len(relay.tracker.expire(1.0 + 10 * 24 * 3600)) == 1
+    assert relay.tracker.wanted == {b"Newchannel"}
