@@ -267,6 +267,8 @@ def run(quick: bool = False) -> BenchResult:
     with tempfile.TemporaryDirectory() as tmp:
         frames_path = str(Path(tmp) / "frames.bin")
         Path(frames_path).write_bytes(b"\n".join(frames))
+        compact_path = str(Path(tmp) / "compact.bin")
+        Path(compact_path).write_bytes(b"\n".join(build_frames(frames_n, layout="compact")))
         relay = subprocess.Popen(
             [PY, "-m", "bench.ingest", "relay", frames_path, str(2 * rounds)],
             cwd=ROOT,
@@ -289,6 +291,7 @@ def run(quick: bool = False) -> BenchResult:
                     if mode == "connector":
                         last_real = got
             inproc = _client("inproc", url, frames_path, repeat=3 if not quick else 1)
+            compact = _client("inproc", url, compact_path, repeat=3 if not quick else 1)
         finally:
             stop_process(relay)
     bare, real = rates["bare"], rates["connector"]
@@ -302,6 +305,8 @@ def run(quick: bool = False) -> BenchResult:
         [c / b for c, b in zip(cpu_rates["connector"], cpu_rates["bare"], strict=True)]
     )
     assert cpu_ratio
+    round_ratios = [c / b for c, b in zip(cpu_rates["connector"], cpu_rates["bare"], strict=True)]
+    best_ratio = max(cpu_rates["connector"]) / max(cpu_rates["bare"])
     send_rate = len(frames) / (median(sends) or 1)
     result.rows += [
         Row(
@@ -327,7 +332,22 @@ def run(quick: bool = False) -> BenchResult:
             "×",
             f">= {TARGET_RATIO}",
             at_least(cpu_ratio, TARGET_RATIO),
-            note=f"{real_cpu:,.0f} vs {bare_cpu:,.0f} frames per CPU-second",
+            note=(
+                f"{real_cpu:,.0f} vs {bare_cpu:,.0f} frames per CPU-second; per-round ratios "
+                f"{min(round_ratios):.2f}-{max(round_ratios):.2f}"
+            ),
+        ),
+        Row(
+            "connector / bare, best round of each (noise check)",
+            best_ratio,
+            "×",
+            f">= {TARGET_RATIO}",
+            at_least(best_ratio, TARGET_RATIO),
+            note=(
+                f"{max(cpu_rates['connector']):,.0f} vs {max(cpu_rates['bare']):,.0f} frames per "
+                "CPU-second: interference only slows a round, so each client's best round is "
+                "its least disturbed"
+            ),
         ),
         Row("bare websockets + orjson loop", bare_rate, "frames/s"),
         Row(
@@ -337,6 +357,16 @@ def run(quick: bool = False) -> BenchResult:
             baseline=inproc["orjson_loads"],
             baseline_label="orjson.loads alone",
             ratio=inproc["relay_ingest_on_frame"] / inproc["orjson_loads"],
+        ),
+        Row(
+            "in-process RelayIngest.on_frame, compact frames in the captures' key order",
+            compact["relay_ingest_on_frame"],
+            "frames/s",
+            baseline=compact["orjson_loads"],
+            baseline_label="orjson.loads alone",
+            ratio=compact["relay_ingest_on_frame"] / compact["orjson_loads"],
+            note="the same events without amiws' layout: Event mid-frame in most, a harder case "
+            "for the name search",
         ),
         Row("in-process decode_frame", inproc["decode_frame"], "frames/s"),
         Row("in-process decode_frame + CallTracker.feed", inproc["decode_and_track"], "frames/s"),
@@ -351,7 +381,10 @@ def run(quick: bool = False) -> BenchResult:
     result.method = (
         f"{len(frames):,} frames per round ({mix['mean_bytes']} B mean; {mix['ringing']} ringing, "
         f"{mix['answered']} answered, {mix['ended']} ended calls: one ringing call per "
-        f"{mix['frames_per_ringing']:.0f} frames), {rounds} round(s) of bare and connector "
+        f"{mix['frames_per_ringing']:.0f} frames) in amiws' byte layout (bench.mix.amiws_bytes: "
+        'its envelope, `"Key": "Value"` pairs, Event first as AMI sends it; runs before '
+        "2026-11-27 04:00 used compact JSON in the captures' key order, which the in-process "
+        f"row on such frames still shows), {rounds} round(s) of bare and connector "
         "in alternating order (fresh processes); median rate, ratios = median of per-round "
         "ratios; client pinned to core 0, relay to core 1."
     )

@@ -268,7 +268,8 @@ def run(quick: bool = False) -> BenchResult:
             f"are connected and their first relay_status written (+{SETTLE_S:.0f} s settle); "
             f"{WARMUP} warm-up calls, not counted, then "
             f"{calls:,} calls at {RATE:.0f}/s round-robin over the relays; RSS from /proc VmRSS; "
-            "CPU from /proc stat."
+            "CPU from /proc stat. Latency is the connector's share of end to end (relay send to "
+            "its publish arriving at a local sink); the notifier's share is benchmark 2."
         ),
     )
     emulator = FirestoreEmulator().start()
