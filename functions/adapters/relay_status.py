@@ -52,23 +52,21 @@ def plan_status_writes(
     refresh: float,
     budget: int,
 ) -> dict[str, dict[str, Any]]:
-    """The reports to write this check, at most `budget`: relays never written or whose state
-    changed first (what an admin looks for), then changed counters, least recently written
-    first. What is left waits for the next check, so writes spread out instead of arriving all
-    at once when a thousand relays' counters come due together."""
-    changed: list[str] = []
-    stale: list[tuple[float, str]] = []
+    """The reports to write this check, at most `budget`, most overdue first, so writes spread
+    out instead of arriving all at once when a thousand relays' counters come due together.
+    A relay never written comes first; a state change counts as `refresh` seconds more overdue
+    than a counter refresh written at the same time, so it is written within a check or two,
+    yet relays that keep flapping cannot starve the others' refreshes."""
+    due: list[tuple[float, str]] = []
     for endpoint, report in reports.items():
         last = written.get(endpoint)
-        if not status_due(report, last, now, refresh):
-            continue
-        if last is None or report["state"] != last[1]["state"]:
-            changed.append(endpoint)
-        else:
-            stale.append((last[0], endpoint))
-    stale.sort()
-    chosen = (changed + [endpoint for _, endpoint in stale])[:budget]
-    return {endpoint: reports[endpoint] for endpoint in chosen}
+        if last is None:
+            due.append((-math.inf, endpoint))
+        elif status_due(report, last, now, refresh):
+            changed = report["state"] != last[1]["state"]
+            due.append((last[0] - (refresh if changed else 0.0), endpoint))
+    due.sort()
+    return {endpoint: reports[endpoint] for _, endpoint in due[:budget]}
 
 
 def status_doc_id(endpoint: str) -> str:
@@ -111,25 +109,30 @@ class RelayStatusWriter:
         self.failures = 0
 
     async def write(self, endpoint: str, report: dict[str, Any]) -> bool:
-        return await self.write_many({endpoint: report})
+        return endpoint in await self.write_many({endpoint: report})
 
-    async def write_many(self, reports: dict[str, dict[str, Any]]) -> bool:
-        """In small commits, each in a worker thread, with pauses between them in which the
-        loop has the GIL to itself: status must not put latency on calls."""
+    async def write_many(self, reports: dict[str, dict[str, Any]]) -> list[str]:
+        """The endpoints whose status got written. In small commits, each in a worker thread,
+        with pauses between them in which the loop has the GIL to itself: status must not put
+        latency on calls. A failed commit is logged and the others still go: one bad
+        document must not keep every other relay's status from being written."""
         items = list(reports.items())
-        try:
-            for start in range(0, len(items), BATCH):
-                if start:
-                    await asyncio.sleep(PAUSE)
-                await asyncio.to_thread(self._commit, dict(items[start : start + BATCH]))
-        except Exception as exc:  # never let status reporting disturb the connector
-            self.failures += 1
-            log.warning(
-                "relay status not written",
-                extra=fields(relays=len(reports), error=f"{type(exc).__name__}: {exc}"[:200]),
-            )
-            return False
-        return True
+        done: list[str] = []
+        for start in range(0, len(items), BATCH):
+            chunk = dict(items[start : start + BATCH])
+            if start:
+                await asyncio.sleep(PAUSE)
+            try:
+                await asyncio.to_thread(self._commit, chunk)
+            except Exception as exc:  # never let status reporting disturb the connector
+                self.failures += 1
+                log.warning(
+                    "relay status not written",
+                    extra=fields(relays=len(chunk), error=f"{type(exc).__name__}: {exc}"[:200]),
+                )
+                continue
+            done += chunk
+        return done
 
     def _commit(self, reports: dict[str, dict[str, Any]]) -> None:
         batch = self.client.batch()

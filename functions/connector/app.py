@@ -41,11 +41,14 @@ class RelayRuntime:
     task: asyncio.Task[None]
 
     def fingerprint(self) -> tuple[object, ...]:
-        """Changes whenever the relay's status report would: every frame counts, state changes
-        count connects. Far cheaper than building the report, for the idle check."""
+        """Changes whenever the relay's status report would (every frame counts; a state set
+        moves `since`; a new runtime for the endpoint is a new client). Far cheaper than
+        building the report, for the idle check."""
         status, stats = self.client.status, self.ingest.stats
         return (
+            self.client,
             status.state,
+            status.since,
             status.connects,
             status.last_error,
             stats.frames,
@@ -199,6 +202,9 @@ class Connector:
             await asyncio.sleep(STATUS_CHECK_EVERY)
             now = time.time()
             relays = list(self.relays.items())
+            for gone in written.keys() - self.relays.keys():  # stopped: a comeback is new
+                del written[gone]
+                unchanged.pop(gone, None)
             # An idle relay costs a tuple comparison here, not a report (1,000 relays held)
             prints = {ep: rt.fingerprint() for ep, rt in relays}
             reports = {
@@ -206,9 +212,9 @@ class Connector:
             }
             budget = write_budget(len(relays), STATUS_CHECK_EVERY, STATUS_REFRESH_EVERY)
             due = plan_status_writes(reports, written, now, STATUS_REFRESH_EVERY, budget)
-            if due and await self.status_writer.write_many(due):
-                written.update({ep: (now, report) for ep, report in due.items()})
-                unchanged.update({ep: prints[ep] for ep in due})
+            for ep in await self.status_writer.write_many(due) if due else []:
+                written[ep] = (now, due[ep])
+                unchanged[ep] = prints[ep]
 
     @staticmethod
     def relay_report(rt: RelayRuntime) -> dict[str, Any]:

@@ -150,7 +150,7 @@ class CallTracker:
         else:
             self.wanted = self._wanted_all if self._pending else self._wanted_no_dialplan
 
-    def needs(self, event: str, data: dict[str, object]) -> bool:
+    def needs(self, event: str, data: Mapping[str, object]) -> bool:
         """Whether a parsed event (`data`: its headers) can change anything now: besides its
         name, a Newchannel must be in a trunk context to start a call, and any other event
         must name a call in progress by its Uniqueid, Linkedid or DestLinkedid (a call's root
@@ -164,7 +164,7 @@ class CallTracker:
             return False
         return self._names_a_call(data)
 
-    def _names_a_call(self, data: dict[str, object]) -> bool:
+    def _names_a_call(self, data: Mapping[str, object]) -> bool:
         """Whether the headers name a call in progress; True when they carry no id to read, or
         one that is not a string (validation reports it)."""
         calls = self._calls

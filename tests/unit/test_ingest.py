@@ -195,3 +195,12 @@ def test_names_are_wanted_again_only_for_newchannel_once_calls_expire():
     assert b"Hangup" in relay.tracker.wanted
     assert len(relay.tracker.expire(1.0 + 10 * 24 * 3600)) == 1
     assert relay.tracker.wanted == {b"Newchannel"}
+
+
+def test_a_malformed_frame_is_reported_when_it_could_matter_skipped_when_not():
+    relay = ingest()
+    relay.on_frame(orjson.dumps(seed_frame("1.1", "1.0")), 1.0)
+    mine = b'{"type":3,"server_id":"x","data":{"Event":"Hangup","Uniqueid":"1.1"}}'
+    other = b'{"type":3,"server_id":"x","data":{"Event":"Hangup","Uniqueid":"9.9"}}'
+    assert relay.on_frame(mine, 2.0) == [] and relay.stats.bad_frames == {"bad_server_id": 1}
+    assert relay.on_frame(other, 2.0) == [] and relay.stats.skipped == 1  # cannot matter

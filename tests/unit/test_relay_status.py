@@ -33,30 +33,50 @@ def test_the_budget_spreads_a_full_refresh_over_the_refresh_period():
     assert write_budget(3, 2.0, REFRESH) == 50  # a small connector is never held back
 
 
-def test_state_changes_come_before_counter_refreshes_and_the_oldest_refresh_first():
+def test_the_most_overdue_come_first_a_state_change_counting_a_refresh_period_more():
     written = {
         "a": (10.0, report(frames=1)),
         "b": (0.0, report(frames=1)),
-        "c": (50.0, report()),
+        "c": (80.0, report()),
         "d": (60.0, report(frames=1)),
     }
     reports = {
         "a": report(frames=2),  # counters changed, written at 10
         "b": report(frames=2),  # counters changed, written at 0: older than a
-        "c": report("backoff"),  # state changed
+        "c": report("backoff"),  # state changed, written 20 s ago: counts as written at 50
         "d": report(frames=2),  # counters changed, written 40 s ago: due, newest of the due
         "e": report(),  # never written
     }
     plan = plan_status_writes(reports, written, 100.0, REFRESH, budget=3)
-    assert list(plan) == ["c", "e", "b"]
-    assert plan["c"]["state"] == "backoff"
-    assert list(plan_status_writes(reports, written, 100.0, REFRESH, budget=10)) == [
-        "c",
-        "e",
-        "b",
-        "a",
-        "d",
-    ]
+    assert list(plan) == ["e", "b", "a"]
+    full = plan_status_writes(reports, written, 100.0, REFRESH, budget=10)
+    assert list(full) == ["e", "b", "a", "c", "d"] and full["c"]["state"] == "backoff"
+
+
+def test_without_pressure_a_state_change_is_written_at_the_next_check():
+    written = {f"r{i}": (99.0, report()) for i in range(100)}
+    reports = {f"r{i}": report() for i in range(100)} | {"r7": report("backoff")}
+    assert list(plan_status_writes(reports, written, 100.0, REFRESH, budget=50)) == ["r7"]
+
+
+def test_relays_that_keep_flapping_cannot_starve_the_others():
+    flappers = [f"f{i}" for i in range(150)]
+    steady = [f"s{i}" for i in range(850)]
+    budget = write_budget(1000, 2.0, REFRESH)  # 134: fewer than the flappers
+    written: dict = {}
+    last_write: dict = {}
+    for tick in range(60):
+        now = tick * 2.0
+        reports = {ep: report("connected" if tick % 2 else "backoff") for ep in flappers}
+        reports |= {ep: report(frames=tick) for ep in steady}
+        plan = plan_status_writes(reports, written, now, REFRESH, budget)
+        written.update({ep: (now, r) for ep, r in plan.items()})
+        last_write.update({ep: now for ep in plan})
+    assert all(ep in last_write for ep in steady)
+    # every steady relay still refreshed about once per refresh period (plus queueing)
+    assert min(last_write[ep] for ep in steady) >= now - 3 * REFRESH
+    # and the flappers' state changes still go out, most within a few checks
+    assert min(last_write[ep] for ep in flappers) >= now - REFRESH
 
 
 def test_a_thousand_busy_relays_are_refreshed_in_even_slices_none_starved():
