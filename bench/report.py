@@ -144,8 +144,8 @@ CHOICES = [
     "relay's lease (functions/adapters/relay_leases.py, docs/leases.md) — py-spy put most of the "
     "idle samples in per-lease renewals; idle CPU with 1,000 relays went from 20.5% of a core "
     "(batched per-lease renewals, run of 2026-11-26 23:53) to under 5% (scale rows above).",
-    "relay_status writes: at most twice the even share of a 30 s refresh per 2 s check, state "
-    "changes first, in commits of 25 with pauses between (functions/adapters/relay_status.py), "
+    "relay_status writes: at most twice the even share of a 30 s refresh per 2 s check, most "
+    "overdue first, in commits of 25 with pauses between (functions/adapters/relay_status.py), "
     "and idle relays compared by a fingerprint instead of a full report — with 1,000 relays "
     "the counter refreshes fell due together, ~0.25 ms of CPU each under the GIL stalled the "
     "loop, and scale p99 was 155-224 ms (runs of 2026-11-27 01:17 and 02:43); 9-11 ms after.",
