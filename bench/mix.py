@@ -6,8 +6,8 @@ sends between two outside calls. The ringing call is, in turn, one of the corpus
 or the seed's sample Newchannel followed later by its Hangup. Every call gets its own ids
 (`tests.corpus.namespaced`), so the tracker sees new calls, never replays.
 
-Frames are the bytes amiws sends (`amiws_bytes`: its envelope and `"Key": "Value"` spacing, Event
-first, UTF-8), encoded once up front.
+Frames are the bytes amiws sends (`tests.corpus.amiws_bytes`: its envelope and `"Key": "Value"`
+spacing, Event first, UTF-8), encoded once up front.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import orjson
 
@@ -23,7 +22,14 @@ from devtools.demo_data import seed_frame
 from functions.core.call_event import Kind
 from functions.core.call_tracker import CallTracker
 from functions.core.frames import decode_frame
-from tests.corpus import capture_names, envelope, inbound_names, load_events, namespaced
+from tests.corpus import (
+    amiws_bytes,
+    capture_names,
+    envelope,
+    inbound_names,
+    load_events,
+    namespaced,
+)
 
 BLOCK = 200
 PREFIXES = ("trk", "voipgrid_in")  # the seed's trunks and the cacofonisk captures' trunk
@@ -113,25 +119,6 @@ def build_frames(frames: int, layout: str = "amiws") -> list[bytes]:
     if layout == "compact":
         return [orjson.dumps(envelope(event)) for event in events]
     return [amiws_bytes(envelope(event)) for event in events]
-
-
-def amiws_bytes(frame: dict[str, Any]) -> bytes:
-    """A frame byte for byte as amiws writes it (src/lib/amiws_lib.c `amipack_to_json`):
-    frozen's json_printf of `{ type: %d, server_id: %d, server_name: %Q, ssl: %B, data: {`,
-    then `%Q: %Q` per AMI header joined by `,`, in the AMI packet's order, which starts with
-    Event (AMI's first line). The captures do not keep the other headers' order; they keep
-    theirs."""
-    data = frame["data"]
-    headers = [("Event", data["Event"])] if "Event" in data else []
-    headers += [(key, value) for key, value in data.items() if key != "Event"]
-    head = b'{ "type": %d, "server_id": %d, "server_name": %s, "ssl": %s, "data": {' % (
-        frame["type"],
-        frame["server_id"],
-        orjson.dumps(frame["server_name"]),
-        b"true" if frame["ssl"] else b"false",
-    )
-    body = b",".join(orjson.dumps(key) + b": " + orjson.dumps(value) for key, value in headers)
-    return head + body + b"}}"
 
 
 def describe(frames: list[bytes]) -> dict[str, float | int]:

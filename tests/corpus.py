@@ -14,6 +14,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from functions.core.call_event import CallEvent
 from functions.core.frames import EVENT_FRAME_TYPE, Frame
 
@@ -54,6 +56,25 @@ def envelope(event: dict[str, str], server_id: int = 1) -> dict[str, Any]:
         "ssl": False,
         "data": event,
     }
+
+
+def amiws_bytes(frame: dict[str, Any]) -> bytes:
+    """A frame byte for byte as amiws writes it (src/lib/amiws_lib.c `amipack_to_json`):
+    frozen's json_printf of `{ type: %d, server_id: %d, server_name: %Q, ssl: %B, data: {`,
+    then `%Q: %Q` per AMI header joined by `,`, in the AMI packet's order, which starts with
+    Event (AMI's first line). The captures do not keep the other headers' order; they keep
+    theirs."""
+    data = frame["data"]
+    headers = [("Event", data["Event"])] if "Event" in data else []
+    headers += [(key, value) for key, value in data.items() if key != "Event"]
+    head = b'{ "type": %d, "server_id": %d, "server_name": %s, "ssl": %s, "data": {' % (
+        frame["type"],
+        frame["server_id"],
+        orjson.dumps(frame["server_name"]),
+        b"true" if frame["ssl"] else b"false",
+    )
+    body = b",".join(orjson.dumps(key) + b": " + orjson.dumps(value) for key, value in headers)
+    return head + body + b"}}"
 
 
 def namespaced(event: dict[str, str], prefix: str) -> dict[str, str]:

@@ -108,9 +108,6 @@ class RelayStatusWriter:
         self.instance = instance
         self.failures = 0
 
-    async def write(self, endpoint: str, report: dict[str, Any]) -> bool:
-        return endpoint in await self.write_many({endpoint: report})
-
     async def write_many(self, reports: dict[str, dict[str, Any]]) -> list[str]:
         """The endpoints whose status got written. In small commits, each in a worker thread,
         with pauses between them in which the loop has the GIL to itself: status must not put

@@ -68,7 +68,7 @@ class RelayIngest:
         # for most; the parsed headers say so for most of the rest, before validation and
         # tracking.
         if type(payload) is bytes and len(payload) <= self.max_frame_bytes:
-            name = search_event_name(payload)  # peek_event, inlined: this runs for every frame
+            name = search_event_name(payload)
             if name is not None and name[1] not in tracker.wanted:
                 stats.skipped += 1
                 return []

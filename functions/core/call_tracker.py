@@ -28,6 +28,7 @@ from functions.core.incoming_rule import (
     channel_peer,
     dialled_number_signal,
     is_dialled_number,
+    is_trunk_context,
     match_trunk_root,
     parse_timestamp,
     text,
@@ -155,9 +156,8 @@ class CallTracker:
         name, a Newchannel must be in a trunk context to start a call, and any other event
         must name a call in progress by its Uniqueid, Linkedid or DestLinkedid (a call's root
         Uniqueid is its Linkedid)."""
-        if event == "Newchannel":
-            context = data.get("Context")
-            return type(context) is not str or context.startswith(self.prefixes)
+        if event == "Newchannel":  # the seed rule's context test, the cheap part of it
+            return is_trunk_context(data.get("Context"), self.prefixes)
         if event not in self._handlers or not self._calls:
             return False
         if event in _DIALPLAN_EVENTS and not self._pending:

@@ -98,17 +98,11 @@ class Rejected:
 # them: a header name containing a quote before `Event`, and two Event keys (the first is
 # used; JSON readers keep the last). A lookbehind for those would cost the search its fast
 # literal scan (3x slower, measured).
-# `search_event_name(payload)[1]` is the name; a module-level bound method so the per-frame
-# reader pays no extra call (`peek_event` is the same, wrapped).
+# `search_event_name(payload)[1]` is the name (None: not found, e.g. a truncated frame, which
+# is then parsed and reported); a module-level bound method so the per-frame reader pays no
+# extra call.
 search_event_name = re.compile(rb'"Event"\s*:\s*"([A-Za-z]+)"').search
 _STR_ONLY = frozenset({str})
-
-
-def peek_event(payload: bytes) -> bytes | None:
-    """The AMI event name of a raw relay frame as bytes, without parsing it (None: not found,
-    e.g. a truncated frame, which is then parsed and reported)."""
-    match = search_event_name(payload)
-    return match[1] if match is not None else None
 
 
 def decode_frame(payload: bytes | str, *, max_bytes: int = 256 * 1024) -> Frame | Rejected:

@@ -44,7 +44,7 @@ def text(data: Mapping[str, Any], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def is_trunk_context(context: str, prefixes: Sequence[str]) -> bool:
+def is_trunk_context(context: object, prefixes: Sequence[str]) -> bool:
     return isinstance(context, str) and context.startswith(tuple(prefixes))
 
 

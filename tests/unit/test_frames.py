@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from functions.core.frames import Frame, Rejected, decode_frame, peek_event
+from functions.core.frames import Frame, Rejected, decode_frame, search_event_name
 
 SEED = {
     "type": 3,
@@ -125,6 +125,11 @@ def test_arbitrary_json_never_raises_and_valid_frames_hold_only_strings(value):
     result = decode_frame(orjson.dumps(value))
     if isinstance(result, Frame):
         assert all(isinstance(v, str) for v in result.data.values())
+
+
+def peek_event(raw: bytes) -> bytes | None:
+    match = search_event_name(raw)
+    return match[1] if match is not None else None
 
 
 HANGUP = {"Event": "Hangup", "Channel": "SIP/a-1", "Uniqueid": "1.5", "Linkedid": "1.4"}

@@ -95,7 +95,7 @@ def test_dialplan_events_are_parsed_while_a_call_waits_for_its_number():
 def _corpus_streams() -> list[tuple[str, list[bytes]]]:
     """Every capture alone, and the inbound captures interleaved with all the others (as a busy
     PBX sends them), as the bytes amiws writes."""
-    from tests.corpus import capture_names, envelope, load_events, namespaced
+    from tests.corpus import amiws_bytes, capture_names, envelope, load_events, namespaced
 
     def raw(name: str, prefix: str = "") -> list[bytes]:
         events = load_events(name)
@@ -107,7 +107,9 @@ def _corpus_streams() -> list[tuple[str, list[bytes]]]:
     parts = [raw(name, f"m{i}-") for i, name in enumerate(names)]
     for index in range(max(len(p) for p in parts)):
         mixed += [p[index] for p in parts if index < len(p)]
-    return [*streams, ("all interleaved", mixed)]
+    # the same interleaved stream in amiws' own layout: spaced pairs, Event first
+    spaced = [amiws_bytes(orjson.loads(frame)) for frame in mixed]
+    return [*streams, ("all interleaved", mixed), ("all interleaved, amiws layout", spaced)]
 
 
 def test_skipping_frames_never_changes_a_call_event():
