@@ -7,15 +7,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install dev call test test-unit test-integration lint format bench infra-check clean
 
-install: $(STAMP) node_modules/.package-lock.json
+install: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
-
-node_modules/.package-lock.json: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
 
 dev: install  ## run the whole product locally (emulators, relay, connector, notifier)
 	$(PY) -m devtools.dev
@@ -48,4 +45,4 @@ bench: install  ## benchmarks against their baselines; writes docs/benchmarks.md
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .venv-infra node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-infra .pytest_cache .ruff_cache

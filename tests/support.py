@@ -1,16 +1,17 @@
-"""Starting the real local parts the integration tests talk to: the Firestore emulator (Node),
-the notifier under functions-framework (a subprocess, over HTTP), and helpers to wait on them."""
+"""Starting the real local parts the integration tests talk to: Google's Firestore and Pub/Sub
+emulators (devtools/emulators.py), the notifier under functions-framework (a subprocess, over
+HTTP), and helpers to wait on them."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
+from devtools.emulators import FirestoreEmulator, PubSubEmulator
 from devtools.processes import free_port, notifier_command, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,6 +20,7 @@ __all__ = [
     "ROOT",
     "FirestoreEmulator",
     "NotifierProcess",
+    "PubSubEmulator",
     "eventually",
     "free_port",
     "wait_for_port",
@@ -35,42 +37,6 @@ def eventually(check: Callable[[], T], timeout: float = 10.0, interval: float = 
         if time.monotonic() >= deadline:
             raise TimeoutError(f"condition not met within {timeout}s (last: {value!r})")
         time.sleep(interval)
-
-
-class FirestoreEmulator:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.control_port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> FirestoreEmulator:
-        node_modules = ROOT / "node_modules" / "@firestore-emulator" / "server"
-        if not node_modules.exists():
-            raise RuntimeError("Firestore emulator missing: run `make install` (npm ci)")
-        self.proc = subprocess.Popen(
-            [
-                "node",
-                str(ROOT / "devtools" / "firestore_emulator.mjs"),
-                "--port",
-                str(self.port),
-                "--control-port",
-                str(self.control_port),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, proc=self.proc)
-        wait_for_port(self.control_port, proc=self.proc)
-        return self
-
-    def reset(self) -> None:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.control_port}/reset", method="DELETE"
-        )
-        urllib.request.urlopen(request, timeout=5).read()
-
-    def stop(self) -> None:
-        stop_process(self.proc)
 
 
 class NotifierProcess:

@@ -2,12 +2,12 @@
 are functions.core.ledger's. Records expire by themselves through a TTL policy on `expiresAt`
 (infra/).
 
-Every change is a transaction that also creates a write-once marker
-`push_dedupe/{call}/versions/{n}` for the record's next version. Two writers that read the same
-version cannot both commit: on production Firestore the transaction already guarantees it, and
-the create precondition makes it hold on the local emulator too, which does not isolate
-transactions. The loser reads again and re-decides (a few times at most). A call's first
-record (the claim of its ringing event) is written with two creates in one commit instead.
+Every change is a read, a decision (functions.core.ledger) and a write that carries a
+precondition: `create` when there was no record, else "unchanged since the read" (its update
+time). Two writers that read the same record cannot both commit; the loser reads again and
+re-decides (a few times at most). No transaction, so no lock waits between notifier instances.
+A call's first record (the claim of its ringing event) is tried as a `create` straight away,
+without the read: one round trip on the way to the pushes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from functions.core.call_event import CallEvent, Kind
 from functions.core.ledger import DeviceRef, Record
 
 LEDGER = "push_dedupe"
-VERSIONS = "versions"
 RECORD_TTL = timedelta(days=2)  # longer than any useful redelivery of a call's events
 MAX_ATTEMPTS = 8
 T = TypeVar("T")
@@ -51,21 +50,17 @@ class LedgerStore:
     def _create(
         self, event: CallEvent, decide: Callable[[Record | None], tuple[Record | None, T]]
     ) -> tuple[bool, T | None]:
-        """The first record of a call in one commit, with no transaction: (created, result).
-        The record and its version-1 marker are both `create`s, so a call that has a record
-        already fails the commit (the caller then takes the transaction path); the ringing
-        event, usually the first of its call, saves the transaction's begin and read on its
-        way to the pushes."""
+        """The first record of a call with one `create` and no read: (created, result). A call
+        that has a record already fails it (the caller then reads and decides again); the
+        ringing event, usually the first of its call, saves the read on its way to the
+        pushes."""
         new, result = decide(None)
         if new is None:
             return False, None
         ref = self._ref(event)
         expires = datetime.now(UTC) + RECORD_TTL
-        batch = self.client.batch()
-        batch.create(ref.collection(VERSIONS).document("1"), {"expiresAt": expires})
-        batch.create(ref, {**new, "version": 1, "expiresAt": expires})
         try:
-            batch.commit()
+            ref.create({**new, "version": 1, "expiresAt": expires})
         except exceptions.GoogleAPICallError as exc:
             if not lost_race(exc):
                 raise
@@ -76,25 +71,30 @@ class LedgerStore:
     def _commit(
         self, event: CallEvent, decide: Callable[[Record | None], tuple[Record | None, T]]
     ) -> T:
+        """Read, decide, write back only if the record is unchanged since the read (its update
+        time as the precondition, or `create` when there was none); else read again. Atomic on
+        Firestore without a transaction's locks: two notifier instances on one call never wait
+        for each other (the Firestore emulator ends such a lock conflict only after 2 s)."""
         ref = self._ref(event)
         for _ in range(MAX_ATTEMPTS):
-
-            @firestore.transactional
-            def run(tx: firestore.Transaction) -> T:
-                snap = ref.get(transaction=tx)
-                record = snap.to_dict() if snap.exists else None
-                new, result = decide(record)
-                if new is None:
-                    return result
-                version = int((record or {}).get("version", 0)) + 1
-                expires = datetime.now(UTC) + RECORD_TTL
-                marker = ref.collection(VERSIONS).document(str(version))
-                tx.create(marker, {"expiresAt": expires})
-                tx.set(ref, {**new, "version": version, "expiresAt": expires})
+            snap = ref.get()
+            record = snap.to_dict() if snap.exists else None
+            new, result = decide(record)
+            if new is None:
                 return result
-
+            version = int((record or {}).get("version", 0)) + 1
+            stored = {**new, "version": version, "expiresAt": datetime.now(UTC) + RECORD_TTL}
             try:
-                return run(self.client.transaction())
+                if record is None:
+                    ref.create(stored)
+                else:
+                    # a whole-record replace: fields the decision dropped are deleted
+                    gone = {key: firestore.DELETE_FIELD for key in record if key not in stored}
+                    ref.update(
+                        {**stored, **gone},
+                        option=self.client.write_option(last_update_time=snap.update_time),
+                    )
+                return result
             except exceptions.GoogleAPICallError as exc:
                 if not lost_race(exc):
                     raise

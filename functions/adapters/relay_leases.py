@@ -3,11 +3,11 @@ connector instance, kept alive by one heartbeat per instance (`connector_instanc
 the decisions are functions.core.lease's. See docs/leases.md.
 
 Idle cost does not grow with the relays held: a round renews one heartbeat document. Leases are
-written only when a holder changes or lets go. Every change of holder also creates a write-once
-marker `relay_leases/{id}/takeovers/{epoch}-{generation}`: an `exists` precondition is atomic on
-Firestore and on the local emulator alike (which does not isolate transactions), so two
-instances can never both win one generation. `LeaseKeeper` drives it from asyncio: Firestore
-calls run in threads, and a holder stops on its own deadline timer even when Firestore hangs.
+written only when a holder changes or lets go, each time with a precondition (created when
+absent, updated only if unchanged since it was read), so two instances can never both win one
+generation. A takeover also leaves a record `relay_leases/{id}/takeovers/{epoch}-{generation}`.
+`LeaseKeeper` drives it from asyncio: Firestore calls run in threads, and a holder stops on its
+own deadline timer even when Firestore hangs.
 """
 
 from __future__ import annotations
@@ -210,57 +210,63 @@ class RelayLeases:
 
     def try_acquire(self, endpoint: str) -> int | None:
         """Take the relay's lease if it is absent, released, ours or its holder is gone: its
-        generation, else None. Our own heartbeat must be alive (LeaseKeeper sees to it)."""
+        generation, else None. Our own heartbeat must be alive (LeaseKeeper sees to it).
+
+        No transaction: the write carries its own precondition (create = absent; update = the
+        lease unchanged since we read it), atomic on Firestore. Instances racing for a relay
+        then never wait on each other's transaction locks (the Firestore emulator resolves such
+        a deadlock only after a 2 s lock timeout): the loser's write fails and it reads again
+        on its next round. The holder's heartbeat may be read outside the write: an expired
+        heartbeat is never renewed (decide_heartbeat stops max_skew before expiry)."""
         ref = self._ref(endpoint)
         session = self.session
-
-        @firestore.transactional
-        def run(tx: firestore.Transaction) -> int | None:
-            current = _loaded(ref.get(transaction=tx, timeout=self.rpc_timeout))
-            holder = current.get("holder") if current else None
-            beat = None
-            if isinstance(holder, str) and holder and holder != session:
-                beat = _loaded(
-                    self._heartbeat_ref(holder).get(transaction=tx, timeout=self.rpc_timeout)
-                )
-            now = self.clock()
-            decision = decide_acquire(current, beat, session, endpoint, now)
-            if decision.action is not Action.ACQUIRE or decision.record is None:
-                return None
-            record = decision.record
-            if current is None:
-                tx.create(ref, _stored(record))
-            elif decision.takeover:
-                # first in the commit: when it fails, nothing else is written
-                marker = ref.collection(TAKEOVERS).document(marker_id(record))
-                tx.create(
-                    marker,
-                    {
-                        "relay": endpoint,
-                        "holder": session,
-                        "generation": record["generation"],
-                        "at": datetime.fromtimestamp(now, UTC),
-                        "expiresAt": datetime.fromtimestamp(now, UTC) + MARKER_TTL,
-                    },
-                )
-                tx.set(ref, _stored(record))
-            else:
-                tx.update(ref, _stored(record))
-            return decision.generation
-
+        snap = ref.get(timeout=self.rpc_timeout)
+        current = _loaded(snap)
+        holder = current.get("holder") if current else None
+        beat = None
+        if isinstance(holder, str) and holder and holder != session:
+            beat = _loaded(self._heartbeat_ref(holder).get(timeout=self.rpc_timeout))
+        now = self.clock()
+        decision = decide_acquire(current, beat, session, endpoint, now)
+        if decision.action is not Action.ACQUIRE or decision.record is None:
+            return None
+        record = decision.record
         try:
-            generation = run(self.client.transaction())
+            if current is None:
+                ref.create(_stored(record), timeout=self.rpc_timeout)
+            else:
+                batch = self.client.batch()
+                if decision.takeover:
+                    # the takeover's record for people and tools (docs/leases.md)
+                    marker = ref.collection(TAKEOVERS).document(marker_id(record))
+                    batch.create(
+                        marker,
+                        {
+                            "relay": endpoint,
+                            "holder": session,
+                            "generation": record["generation"],
+                            "at": datetime.fromtimestamp(now, UTC),
+                            "expiresAt": datetime.fromtimestamp(now, UTC) + MARKER_TTL,
+                        },
+                    )
+                # a new holder's record replaces the old one's fields
+                stale = {key: firestore.DELETE_FIELD for key in current if key not in record}
+                batch.update(
+                    ref,
+                    {**_stored(record), **stale},
+                    option=self.client.write_option(last_update_time=snap.update_time),
+                )
+                batch.commit(timeout=self.rpc_timeout)
         except exceptions.GoogleAPICallError as exc:
             if not lost_race(exc):
                 raise
             self.conflicts += 1
             return None
-        if generation is not None:
-            log.debug(
-                "relay lease acquired",
-                extra=fields(relay=endpoint, generation=generation, holder=session),
-            )
-        return generation
+        log.debug(
+            "relay lease acquired",
+            extra=fields(relay=endpoint, generation=decision.generation, holder=session),
+        )
+        return decision.generation
 
     def release(self, endpoint: str, generation: int) -> None:
         """End our lease now so another instance takes the relay at its next try. Call it only

@@ -1,9 +1,12 @@
-"""Real local parts for integration tests: Firestore emulator, FCM HTTP v1 endpoint, the notifier
-under functions-framework, an amiws-speaking relay and the connector, all on 127.0.0.1."""
+"""Real local parts for integration tests, all on 127.0.0.1: Google's Firestore emulator (with
+infra/firestore.rules loaded) and Pub/Sub emulator, the FCM HTTP v1 endpoint, the notifier under
+functions-framework, an amiws-speaking relay, and the connector publishing through
+google-cloud-pubsub to a push subscription that delivers to the notifier."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
 
@@ -11,21 +14,49 @@ import pytest
 from google.cloud import firestore
 
 from devtools.demo_relay import DemoRelay
+from devtools.emulators import push_endpoint
 from devtools.fake_fcm import FakeFcmServer
-from functions.adapters.event_publishers import PushPublisher
+from functions.adapters.event_publishers import PubSubPublisher
 from functions.connector.app import Connector
 from functions.settings import load_settings
-from tests.support import FirestoreEmulator, NotifierProcess
+from tests.support import FirestoreEmulator, NotifierProcess, PubSubEmulator
 
 PROJECT = "demo-makecall-test"
 
 
+_names = itertools.count(1)
+
+
 @pytest.fixture(scope="session")
-def emulator() -> Iterator[FirestoreEmulator]:
-    emu = FirestoreEmulator().start()
+def emulator(tmp_path_factory) -> Iterator[FirestoreEmulator]:
+    log = tmp_path_factory.mktemp("emulators") / "firestore.log"
+    emu = FirestoreEmulator(project=PROJECT, log_path=log).start()
     os.environ["FIRESTORE_EMULATOR_HOST"] = emu.host
     yield emu
     emu.stop()
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(tmp_path_factory) -> Iterator[PubSubEmulator]:
+    log = tmp_path_factory.mktemp("emulators") / "pubsub.log"
+    emu = PubSubEmulator(log_path=log).start()
+    os.environ["PUBSUB_EMULATOR_HOST"] = emu.host  # google-cloud-pubsub reads it per client
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def call_events(pubsub_emulator, notifier) -> Iterator[str]:
+    """A topic of this test's own and the push subscription Eventarc would make for the
+    notifier's trigger: ordered, 10 s ack deadline. Deleted afterwards, so that no redelivery of
+    one test's events reaches the next test."""
+    n = next(_names)
+    topic = pubsub_emulator.create_topic(PROJECT, f"call-events-{n}")
+    subscription = pubsub_emulator.create_push_subscription(
+        PROJECT, f"notifier-{n}", topic, push_endpoint(notifier.url, topic)
+    )
+    yield topic
+    pubsub_emulator.delete_subscription(subscription)
 
 
 @pytest.fixture(scope="session")
@@ -67,19 +98,19 @@ async def relay() -> AsyncIterator[DemoRelay]:
 
 
 @pytest.fixture
-async def connector(db, notifier, relay) -> AsyncIterator[Connector]:
+async def connector(db, notifier, relay, call_events) -> AsyncIterator[Connector]:
     """The connector, finding the test relay through Firestore users (not PBX_RELAYS) and
-    delivering to the notifier as Eventarc would."""
+    publishing to the Pub/Sub emulator, whose push subscription delivers to the notifier."""
     settings = load_settings(
         {
             "GOOGLE_CLOUD_PROJECT": PROJECT,
-            "CALL_EVENTS_PUSH_URL": notifier.url,
+            "CALL_EVENTS_TOPIC": call_events,
             # cacofonisk's captures come in on voipgrid_in
             "TRUNK_CONTEXT_PREFIXES": "trk,voipgrid_in",
             "PORT": "0",
         }
     )
-    publisher = PushPublisher(notifier.url, PROJECT, settings.topic_id)
+    publisher = PubSubPublisher(settings.topic_path)
     conn = Connector(settings, publisher, db)
     stop = asyncio.Event()
     task = asyncio.create_task(conn.run(stop, host="127.0.0.1"))
