@@ -1,15 +1,17 @@
 """`make dev`: the whole product on this machine, on 127.0.0.1, until Ctrl-C.
 
-Starts the Firestore emulator, seeds the demo company (devtools/demo_data.py), a demo amiws relay,
-the local FCM endpoint, the notifier under functions-framework, a local Pub/Sub endpoint that
-pushes to the notifier as Eventarc does, and the connector publishing with the real Pub/Sub
-client. Then `make call` sends the seed's sample call and prints the pushes it produced.
+Starts Google's Firestore emulator (with infra/firestore.rules) and seeds the demo company
+(devtools/demo_data.py), a demo amiws relay, the local FCM endpoint, the notifier under
+functions-framework, Google's Pub/Sub emulator with the topic and a push subscription to the
+notifier (as Eventarc makes for the trigger), and the connector publishing to it with
+google-cloud-pubsub. Then `make call` sends the seed's sample call and prints the pushes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,19 +19,25 @@ import threading
 import time
 from pathlib import Path
 
+from devtools.emulators import FirestoreEmulator, PubSubEmulator, push_endpoint
 from devtools.processes import notifier_command, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "demo-makecall"
 PORTS = {
     "firestore": int(os.environ.get("DEV_FIRESTORE_PORT", 8080)),
-    "firestore_control": int(os.environ.get("DEV_FIRESTORE_CONTROL_PORT", 8081)),
     "pubsub": int(os.environ.get("DEV_PUBSUB_PORT", 8085)),
     "notifier": int(os.environ.get("DEV_NOTIFIER_PORT", 8090)),
     "connector": int(os.environ.get("DEV_CONNECTOR_PORT", 8070)),
     "fcm": int(os.environ.get("DEV_FCM_PORT", 9099)),
     "relay": int(os.environ.get("DEV_RELAY_PORT", 7099)),
 }
+# Lines of the emulators' and gRPC's chatter that say nothing to a person watching the stack:
+# java.util.logging's header lines, the Pub/Sub emulator's per-request header notes, ...
+NOISE = re.compile(
+    r"chttp2_transport|HTTP/2 connection|SLF4J|orwarding key:|^\w{3} \d{1,2}, \d{4} \d"
+)
+TOPIC = "call-events"
 COLORS = {"firestore": 90, "relay": 36, "fcm": 32, "notifier": 35, "pubsub": 34, "connector": 33}
 
 
@@ -80,7 +88,7 @@ class Stack:
         assert proc.stdout is not None
         for line in proc.stdout:
             line = line.rstrip()
-            if not line or "chttp2_transport" in line:
+            if not line or NOISE.search(line):
                 continue
             print(f"\033[{color}m{name:>9}\033[0m | {_pretty(line)}", flush=True)
 
@@ -102,18 +110,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, _interrupt)
     stack = Stack()
     try:
-        stack.start(
-            "firestore",
-            [
-                "node",
-                "devtools/firestore_emulator.mjs",
-                "--port",
-                str(PORTS["firestore"]),
-                "--control-port",
-                str(PORTS["firestore_control"]),
-            ],
-            PORTS["firestore"],
-        )
+        firestore_emulator = FirestoreEmulator(PORTS["firestore"], project=PROJECT)
+        stack.start("firestore", firestore_emulator.command(), PORTS["firestore"])
+        firestore_emulator.ready()
         os.environ["FIRESTORE_EMULATOR_HOST"] = stack.env["FIRESTORE_EMULATOR_HOST"]
         from google.cloud import firestore
 
@@ -136,27 +135,19 @@ def main() -> int:
             FCM_ENDPOINT=f"http://127.0.0.1:{PORTS['fcm']}",
         )
         notifier_url = f"http://127.0.0.1:{PORTS['notifier']}/"
-        stack.start(
-            "pubsub",
-            [
-                py,
-                "-m",
-                "devtools.fake_pubsub",
-                "--port",
-                str(PORTS["pubsub"]),
-                "--project",
-                PROJECT,
-                "--push-url",
-                notifier_url,
-            ],
-            PORTS["pubsub"],
+        pubsub = PubSubEmulator(PORTS["pubsub"])
+        stack.start("pubsub", pubsub.command(), PORTS["pubsub"])
+        pubsub.ready()
+        topic = pubsub.create_topic(PROJECT, TOPIC)
+        pubsub.create_push_subscription(
+            PROJECT, "notifier", topic, push_endpoint(notifier_url, topic)
         )
         stack.start(
             "connector",
             [py, "-m", "functions.connector"],
             PORTS["connector"],
             PORT=str(PORTS["connector"]),
-            CALL_EVENTS_TOPIC="call-events",
+            CALL_EVENTS_TOPIC=TOPIC,
             PUBSUB_EMULATOR_HOST=f"127.0.0.1:{PORTS['pubsub']}",
         )
         time.sleep(1.0)
@@ -167,6 +158,7 @@ def main() -> int:
             f"    notifier (on_call_event) {notifier_url}\n"
             f"    local FCM endpoint      http://127.0.0.1:{PORTS['fcm']}/__fake/messages\n"
             f"    Firestore emulator      127.0.0.1:{PORTS['firestore']}\n"
+            f"    Pub/Sub emulator        127.0.0.1:{PORTS['pubsub']} (topic {TOPIC})\n"
             "\n  In another terminal:  make call    (the seed's sample call; prints its pushes)\n"
             "  Ctrl-C stops everything.\n",
             flush=True,

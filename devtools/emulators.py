@@ -89,7 +89,7 @@ def _java() -> str:
 
 
 # Short-lived test JVMs: no JIT tiers past C1 (start-up counts more than peak speed here).
-_JVM_FLAGS = ["-Duser.language=en", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
+_JVM_FLAGS = ["-Duser.language=en"]
 
 
 class _Emulator:
@@ -114,10 +114,10 @@ class _Emulator:
             self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
         wait_for_port(self.port, timeout=timeout, proc=self.proc)
-        self._ready(timeout)
+        self.ready(timeout)
         return self
 
-    def _ready(self, timeout: float) -> None:
+    def ready(self, timeout: float = 60.0) -> None:
         """Until the HTTP side answers (the port opens a little before it serves)."""
         deadline = time.monotonic() + timeout
         while True:

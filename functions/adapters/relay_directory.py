@@ -48,16 +48,35 @@ class UsersRelayWatcher:
         self._watch: Any = None
         self._seen_first = False
 
+        self.restarts = 0
+
     def start(self) -> None:
+        self._seen_first = False
         self._watch = self.client.collection("users").on_snapshot(self._on_snapshot)
 
     def stop(self) -> None:
         if self._watch is not None:
             self._watch.unsubscribe()
+            self._watch = None
+
+    def ensure_listening(self) -> bool:
+        """Listen again if the client library gave the listener up. It retries a broken Listen
+        stream by itself for most errors, but ends the listener for good on others (seen on
+        Google's emulator: a ListenResponse that failed to decode), and then no change to
+        `users` would ever reach us. True when a new listener was started."""
+        watch = self._watch
+        if watch is None or not getattr(watch, "_closed", False):
+            return False
+        self.restarts += 1
+        log.warning(
+            "users listener had ended; listening again", extra=fields(restarts=self.restarts)
+        )
+        self.start()
+        return True
 
     def _on_snapshot(self, docs: list[Any], changes: list[Any], read_time: Any) -> None:
         if self._seen_first and not changes:
-            return  # nothing changed (the local emulator re-sends after writes anywhere)
+            return  # nothing changed (a listener that resumed re-sends what it had)
         self._seen_first = True
         by_user: dict[str, RelaySpec] = {}
         for snap in docs:

@@ -174,6 +174,8 @@ class Connector:
         while True:
             await asyncio.sleep(EXPIRE_EVERY)
             await self.sweep(time.time())
+            if self._watcher is not None:
+                self._watcher.ensure_listening()
 
     async def sweep(self, now: float) -> None:
         """Drop calls that ran past the tracking limits; rung ones end as `unknown` so phones
