@@ -148,6 +148,8 @@ def main() -> int:
             PORTS["connector"],
             PORT=str(PORTS["connector"]),
             CALL_EVENTS_TOPIC=TOPIC,
+            # the demo relay listens on loopback, which the address policy refuses by default
+            RELAY_ALLOWED_NETWORKS="127.0.0.0/8,::1/128",
             PUBSUB_EMULATOR_HOST=f"127.0.0.1:{PORTS['pubsub']}",
         )
         time.sleep(1.0)

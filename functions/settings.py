@@ -6,15 +6,23 @@ package reads `os.environ`. A bad value fails loudly at start, never in the midd
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
+
+Tenancy = Literal["directory", "user_documents"]
+TENANCY_MODES: tuple[Tenancy, ...] = ("directory", "user_documents")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # The production environment each deployed workload reads (infra/ tests assert Terraform sets
 # every one of them). Local-only overrides (emulators, FCM_ENDPOINT, CALL_EVENTS_PUSH_URL) and
 # PORT (set by Cloud Run itself) are deliberately not listed.
 CONNECTOR_ENV_VARS: tuple[str, ...] = (
     "GOOGLE_CLOUD_PROJECT",
+    "TENANCY",
+    "RELAY_ALLOWED_NETWORKS",
     "CALL_EVENTS_TOPIC",
     "PBX_RELAYS",
     "TRUNK_CONTEXT_PREFIXES",
@@ -24,6 +32,7 @@ CONNECTOR_ENV_VARS: tuple[str, ...] = (
 )
 NOTIFIER_ENV_VARS: tuple[str, ...] = (
     "GOOGLE_CLOUD_PROJECT",
+    "TENANCY",
     "RING_WINDOW_SECONDS",
     "DEFAULT_REGION",
     "LOG_LEVEL",
@@ -63,9 +72,35 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _networks(raw: str) -> tuple[IPNetwork, ...]:
+    networks = []
+    for part in _csv(raw):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise SettingsError(
+                f"RELAY_ALLOWED_NETWORKS entries must be CIDRs like 10.8.0.0/24, got {part!r}"
+            ) from None
+    return tuple(networks)
+
+
+def _tenancy(env: Mapping[str, str]) -> Tenancy:
+    raw = env.get("TENANCY", "").strip().lower() or "directory"
+    for mode in TENANCY_MODES:
+        if raw == mode:
+            return mode
+    raise SettingsError(f"TENANCY must be directory or user_documents, got {raw!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     project: str
+    # Who may be rung from which PBX: the backend-owned `pbx_tenants` directory (default), or
+    # the users' own documents (older deployments; weaker, see README "Tenancy").
+    tenancy: Tenancy = "directory"
+    # Private or loopback networks the connector may reach relays in (all others that are not
+    # public are refused); empty = public addresses only.
+    relay_allowed_networks: tuple[IPNetwork, ...] = ()
     call_events_topic: str = "call-events"
     call_events_push_url: str | None = None
     fcm_endpoint: str | None = None
@@ -112,6 +147,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
     return Settings(
         project=project,
+        tenancy=_tenancy(env),
+        relay_allowed_networks=_networks(env.get("RELAY_ALLOWED_NETWORKS", "")),
         call_events_topic=env.get("CALL_EVENTS_TOPIC", "").strip() or "call-events",
         call_events_push_url=env.get("CALL_EVENTS_PUSH_URL", "").strip() or None,
         fcm_endpoint=env.get("FCM_ENDPOINT", "").strip().rstrip("/") or None,

@@ -17,7 +17,9 @@ from devtools.processes import free_port, notifier_command, stop_process, wait_f
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 __all__ = [
+    "LOOPBACK_RELAYS",
     "ROOT",
+    "USER_DOCUMENTS",
     "FirestoreEmulator",
     "NotifierProcess",
     "PubSubEmulator",
@@ -25,6 +27,12 @@ __all__ = [
     "free_port",
     "wait_for_port",
 ]
+
+
+# Relays in tests listen on loopback, which the address policy refuses unless allowed.
+LOOPBACK_RELAYS = {"RELAY_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128"}
+# The tests written before the PBX directory find users through their own documents.
+USER_DOCUMENTS = {"TENANCY": "user_documents"}
 
 
 def eventually(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:

@@ -19,7 +19,13 @@ from devtools.fake_fcm import FakeFcmServer
 from functions.adapters.event_publishers import PubSubPublisher
 from functions.connector.app import Connector
 from functions.settings import load_settings
-from tests.support import FirestoreEmulator, NotifierProcess, PubSubEmulator
+from tests.support import (
+    LOOPBACK_RELAYS,
+    USER_DOCUMENTS,
+    FirestoreEmulator,
+    NotifierProcess,
+    PubSubEmulator,
+)
 
 PROJECT = "demo-makecall-test"
 
@@ -76,6 +82,7 @@ def notifier(emulator, fcm, tmp_path_factory) -> Iterator[NotifierProcess]:
         # Tests rewrite the same users between tests; the cache has its own tests
         # (test_recipient_cache.py).
         "RECIPIENT_CACHE_SECONDS": "0",
+        **USER_DOCUMENTS,
     }
     proc = NotifierProcess(env, tmp_path_factory.mktemp("notifier") / "notifier.log").start()
     yield proc
@@ -108,6 +115,8 @@ async def connector(db, notifier, relay, call_events) -> AsyncIterator[Connector
             # cacofonisk's captures come in on voipgrid_in
             "TRUNK_CONTEXT_PREFIXES": "trk,voipgrid_in",
             "PORT": "0",
+            **LOOPBACK_RELAYS,
+            **USER_DOCUMENTS,
         }
     )
     publisher = PubSubPublisher(settings.topic_path)

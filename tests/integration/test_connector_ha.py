@@ -18,7 +18,7 @@ import orjson
 from devtools.demo_data import seed_frame
 from tests.integration.conftest import PROJECT
 from tests.integration.scenario import EXPECTED_TOKENS, company, write
-from tests.support import ROOT, eventually, free_port
+from tests.support import LOOPBACK_RELAYS, ROOT, USER_DOCUMENTS, eventually, free_port
 
 # Short leases so the test takes seconds: takeover bound = 2 + 0.5 + 0.5 = 3 s.
 LEASES = {"LEASE_SECONDS": "2", "LEASE_RENEW_SECONDS": "0.5", "LEASE_SKEW_SECONDS": "0.5"}
@@ -69,6 +69,8 @@ async def test_two_connectors_one_relay_one_ring_and_takeover_after_a_kill(
         "GOOGLE_CLOUD_PROJECT": PROJECT,
         "FIRESTORE_EMULATOR_HOST": emulator.host,
         "CALL_EVENTS_PUSH_URL": notifier.url,
+        **LOOPBACK_RELAYS,
+        **USER_DOCUMENTS,
         **LEASES,
     }
     a = ConnectorProcess("a", env, tmp_path)
@@ -103,6 +105,8 @@ async def test_clean_shutdown_hands_the_relay_over_at_once(db, notifier, relay, 
         "GOOGLE_CLOUD_PROJECT": PROJECT,
         "FIRESTORE_EMULATOR_HOST": emulator.host,
         "CALL_EVENTS_PUSH_URL": notifier.url,
+        **LOOPBACK_RELAYS,
+        **USER_DOCUMENTS,
         "LEASE_SECONDS": "20",
         "LEASE_RENEW_SECONDS": "0.5",
         "LEASE_SKEW_SECONDS": "1",

@@ -15,7 +15,7 @@ import httpx
 import orjson
 
 from devtools.demo_data import seed_frame
-from tests.support import ROOT, eventually, free_port
+from tests.support import LOOPBACK_RELAYS, ROOT, USER_DOCUMENTS, eventually, free_port
 
 
 class SlowSink:
@@ -62,6 +62,8 @@ async def test_health_and_graceful_sigterm_flushes_queued_events(emulator, relay
         "CALL_EVENTS_PUSH_URL": sink_url,
         "PORT": str(port),
         "FIRESTORE_EMULATOR_HOST": emulator.host,
+        **LOOPBACK_RELAYS,
+        **USER_DOCUMENTS,
     }
     log_path = tmp_path / "connector.log"
     with log_path.open("wb") as log:

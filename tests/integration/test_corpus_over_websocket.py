@@ -14,7 +14,7 @@ from functions.connector.app import Connector
 from functions.core.call_event import CallEvent, Kind
 from functions.settings import load_settings
 from tests.corpus import capture_names, load_events, namespaced
-from tests.support import eventually
+from tests.support import LOOPBACK_RELAYS, eventually
 from tests.unit.test_corpus_outcomes import INBOUND, Expected
 
 
@@ -39,6 +39,7 @@ async def replayer():
             "PORT": "0",
             "PBX_RELAYS": relay.url,
             "TRUNK_CONTEXT_PREFIXES": "voipgrid_in,trk",
+            **LOOPBACK_RELAYS,
         }
     )
     connector = Connector(settings, publisher, firestore_client=None)
