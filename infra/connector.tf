@@ -46,6 +46,16 @@ resource "google_cloud_run_v2_service" "connector" {
         value = var.project_id
       }
       env {
+        # Which relays to watch and whom a call may ring: the pbx_tenants directory (default).
+        name  = "TENANCY"
+        value = var.tenancy
+      }
+      env {
+        # Non-public networks a relay may be in; empty = public addresses only.
+        name  = "RELAY_ALLOWED_NETWORKS"
+        value = join(",", var.relay_allowed_networks)
+      }
+      env {
         # Short topic ID; the code also accepts projects/P/topics/T.
         name  = "CALL_EVENTS_TOPIC"
         value = google_pubsub_topic.call_events.name
@@ -109,6 +119,7 @@ resource "google_cloud_run_v2_service" "connector" {
     google_project_iam_member.connector,
     google_pubsub_topic_iam_member.connector_publisher,
     google_secret_manager_secret_iam_member.connector_pbx_relays,
+    google_secret_manager_secret_iam_member.connector_relay_credentials,
     google_secret_manager_secret_version.pbx_relays_placeholder,
   ]
 }

@@ -1,7 +1,10 @@
-# Firestore: the app's database and security rules stay the app's. This backend adds four
-# server-only collections (push_dedupe, relay_status, relay_leases, connector_instances); their
-# rule lines are in firestore.rules.backend, to merge into the app's rules (never deployed from
-# here).
+# Firestore: the app's database stays the app's. This backend adds five server-only collections
+# (pbx_tenants, push_dedupe, relay_status, relay_leases, connector_instances). Security rules:
+#   manage_firestore_rules = false (default)  Terraform never touches them; firestore.rules.backend
+#                                             holds the backend's lines, to merge into the app's.
+#   manage_firestore_rules = true             Terraform deploys firestore.rules, the complete file
+#                                             (app collections included), REPLACING what is
+#                                             deployed; see the two resources at the end.
 #
 # Indexes: none to create. The backend's queries are
 #   my_extensions where accountCode in [...]   (single field)
@@ -85,6 +88,59 @@ resource "google_firestore_field" "ledger_versions_ttl" {
   ttl_config {}
 
   index_config {}
+
+  depends_on = [google_project_service.enabled, google_firestore_database.app]
+}
+
+# ---------------------------------------------------------------------------
+# Security rules (only with manage_firestore_rules = true)
+# ---------------------------------------------------------------------------
+
+locals {
+  # The release Firestore reads a database's rules from: cloud.firestore for (default),
+  # cloud.firestore/<database id> for a named database.
+  firestore_rules_release = var.firestore_database == "(default)" ? "cloud.firestore" : "cloud.firestore/${var.firestore_database}"
+}
+
+# A ruleset is immutable: any change to firestore.rules creates a new one, and the provider then
+# replaces the release (a changed ruleset_name requires a new release: the provider's 5.0
+# upgrade guide, and RequiresRecreate in its firebaserules client). create_before_destroy keeps
+# the old ruleset until the new release points at the new one (the API refuses to delete a
+# ruleset in use), so it is still there to roll back to if anything in between fails.
+resource "google_firebaserules_ruleset" "firestore" {
+  count = var.manage_firestore_rules ? 1 : 0
+
+  project = var.project_id
+
+  source {
+    files {
+      name    = "firestore.rules"
+      content = file("${path.module}/firestore.rules")
+    }
+  }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+
+  depends_on = [google_project_service.enabled, google_firestore_database.app]
+}
+
+# The release already exists in a project whose app deployed rules before: import it once before
+# the first apply with manage_firestore_rules = true (docs/deploy.md); without the import the
+# create fails with "already exists" and nothing changes.
+# A rules change deletes this release and creates it again: for that moment the database has no
+# released rules, and if the new ruleset is rejected it has none until the next good apply. The
+# pipeline's tests load firestore.rules into the emulator first, so a broken file never gets here.
+# Neither lifecycle workaround helps: replace_triggered_by (the 4.x workaround the 5.0 upgrade
+# guide retires) only forces the same replacement, and create_before_destroy would create a second
+# release with the same name before deleting the first, which the API refuses.
+resource "google_firebaserules_release" "firestore" {
+  count = var.manage_firestore_rules ? 1 : 0
+
+  project      = var.project_id
+  name         = local.firestore_rules_release
+  ruleset_name = "projects/${var.project_id}/rulesets/${google_firebaserules_ruleset.firestore[0].name}"
 
   depends_on = [google_project_service.enabled, google_firestore_database.app]
 }

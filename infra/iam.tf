@@ -1,7 +1,8 @@
 # One service account per workload, each with the least it needs.
 #
 #   connector       runs the Cloud Run service: publish to the call-events topic (that topic only),
-#                   read/write Firestore, read the PBX_RELAYS secret (that secret only), write logs/metrics.
+#                   read/write Firestore, read the PBX_RELAYS secret and the relay credential
+#                   secrets in var.relay_credential_secrets (those secrets only), write logs/metrics.
 #   notifier        runs the function: read/write Firestore, send FCM messages, write logs.
 #   push_invoker    identity of the Pub/Sub push subscription: invoke the notifier (that service only).
 #   notifier_build  builds the function's container from the source zip (Cloud Build): logs,
@@ -117,6 +118,23 @@ resource "google_secret_manager_secret_iam_member" "connector_pbx_relays" {
   secret_id = google_secret_manager_secret.pbx_relays.secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.connector.email}"
+}
+
+# Connector: read the relay credentials the PBX directory names (pbx_tenants/{tenant}.pbx[].
+# authSecret = projects/P/secrets/<id>/versions/latest, holding "id:password"), one binding per
+# listed secret. Not project-wide on purpose: whoever edits pbx_tenants chooses which secret
+# versions the connector reads, and a project-wide secretAccessor would let an entry name any
+# secret in the project. The secrets and their values are created with gcloud (docs/deploy.md):
+# Terraform only grants, and a secret must exist before its ID is listed here.
+resource "google_secret_manager_secret_iam_member" "connector_relay_credentials" {
+  for_each = toset(var.relay_credential_secrets)
+
+  project   = var.project_id
+  secret_id = each.value
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.connector.email}"
+
+  depends_on = [google_project_service.enabled]
 }
 
 # Push identity: invoke the notifier's Cloud Run service only.

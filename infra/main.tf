@@ -17,7 +17,9 @@ locals {
 
   connector_image = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}/connector:${var.connector_image_tag}"
 
-  apis = toset([
+  # secretmanager: PBX_RELAYS and the relay credentials named by pbx_tenants (authSecret).
+  # firebaserules: only when Terraform deploys the Firestore rules (manage_firestore_rules).
+  apis = setunion([
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
@@ -31,7 +33,7 @@ locals {
     "run.googleapis.com",
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
-  ])
+  ], var.manage_firestore_rules ? ["firebaserules.googleapis.com"] : [])
 }
 
 resource "google_project_service" "enabled" {

@@ -103,6 +103,7 @@ resource "google_cloudfunctions2_function" "notifier" {
 
     environment_variables = {
       GOOGLE_CLOUD_PROJECT      = var.project_id
+      TENANCY                   = var.tenancy
       RING_WINDOW_SECONDS       = tostring(var.ring_window_seconds)
       DEFAULT_REGION            = var.default_region
       LOG_LEVEL                 = var.log_level

@@ -62,3 +62,13 @@ output "pbx_relays_secret" {
   description = "Secret Manager secret holding PBX_RELAYS."
   value       = google_secret_manager_secret.pbx_relays.secret_id
 }
+
+output "firestore_rules_ruleset" {
+  description = "Ruleset Terraform released as the Firestore rules (from infra/firestore.rules); null when manage_firestore_rules is false and the app deploys its own rules."
+  value       = one(google_firebaserules_ruleset.firestore[*].name)
+}
+
+output "relay_credential_secrets" {
+  description = "Secrets (IDs) the connector may read relay credentials from; name them in pbx_tenants as projects/<project>/secrets/<ID>/versions/latest."
+  value       = sort(keys(google_secret_manager_secret_iam_member.connector_relay_credentials))
+}

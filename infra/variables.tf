@@ -105,6 +105,36 @@ variable "missed_call_notifications" {
   default     = true
 }
 
+variable "tenancy" {
+  description = "Who may be rung from which PBX (TENANCY, both workloads): \"directory\" (default) trusts only the backend-owned pbx_tenants directory (relays, numbers, members; users' own relay fields are ignored); \"user_documents\" uses the relay fields users write into their own users/{uid} documents (older deployments, weaker: see docs/deploy.md \"Tenancy\")."
+  type        = string
+  default     = "directory"
+
+  validation {
+    condition     = contains(["directory", "user_documents"], var.tenancy)
+    error_message = "tenancy must be directory or user_documents."
+  }
+}
+
+variable "relay_allowed_networks" {
+  description = "Private networks the connector may open relay connections to (RELAY_ALLOWED_NETWORKS, CIDRs such as [\"10.8.0.0/24\"]). Empty (default): public addresses only; loopback, private, link-local (the metadata server), CGNAT and other non-public addresses are refused. Only list a range a relay is really reached through (e.g. over a VPC connector); never a range holding 169.254.169.254."
+  type        = list(string)
+  default     = []
+
+  validation {
+    # cidrhost() parses IPv4 and IPv6 prefixes and fails on anything else (bare addresses,
+    # commas, spaces), so the joined env value always splits back into these entries.
+    condition     = alltrue([for n in var.relay_allowed_networks : can(cidrhost(n, 0)) && trimspace(n) == n])
+    error_message = "relay_allowed_networks entries must be CIDRs such as 10.8.0.0/24 or fd00::/64 (address/prefix length, no spaces)."
+  }
+
+  validation {
+    # A /0 would allow every address, the metadata server included: the check would be gone.
+    condition     = alltrue([for n in var.relay_allowed_networks : !can(regex("/0+$", n))])
+    error_message = "relay_allowed_networks must not hold a /0 network: list the ranges the relays are in."
+  }
+}
+
 # ---------------------------------------------------------------------------
 # Connector (Cloud Run service)
 # ---------------------------------------------------------------------------
@@ -160,6 +190,23 @@ variable "connector_memory" {
   validation {
     condition     = can(regex("^[0-9]+(Mi|Gi)$", var.connector_memory))
     error_message = "connector_memory must be like 512Mi or 1Gi."
+  }
+}
+
+variable "relay_credential_secrets" {
+  description = "Secret Manager secret IDs (in project_id) that hold relay credentials (\"id:password\") named by the PBX directory, pbx_tenants/{tenantId}.pbx[].authSecret = projects/<project>/secrets/<ID>/versions/latest. The connector's service account gets roles/secretmanager.secretAccessor on each of these secrets only. Create the secrets and their versions with gcloud first (docs/deploy.md); Terraform never sees a value."
+  type        = list(string)
+  default     = []
+
+  validation {
+    # Secret IDs only (never a value: ':' and '@' are not allowed in an ID).
+    condition     = alltrue([for s in var.relay_credential_secrets : can(regex("^[A-Za-z0-9_-]{1,255}$", s))])
+    error_message = "relay_credential_secrets entries must be secret IDs (letters, digits, '_' and '-'), not names with projects/ or versions/, and never values."
+  }
+
+  validation {
+    condition     = length(distinct(var.relay_credential_secrets)) == length(var.relay_credential_secrets)
+    error_message = "relay_credential_secrets must not list a secret twice."
   }
 }
 
@@ -298,6 +345,12 @@ variable "firestore_database" {
 
 variable "create_firestore_database" {
   description = "Create the Firestore database (Native mode). Only for an empty test project: the app's project already has one."
+  type        = bool
+  default     = false
+}
+
+variable "manage_firestore_rules" {
+  description = "Deploy infra/firestore.rules as the Firestore security rules of firestore_database (a google_firebaserules_ruleset and the cloud.firestore release). WARNING: true REPLACES the rules the app has deployed with infra/firestore.rules, which covers the app's collections too (docs/rules.md): compare it with the deployed rules first, and import the existing release once (docs/deploy.md). false (default): Terraform never touches the rules; merge infra/firestore.rules.backend into the app's rules by hand."
   type        = bool
   default     = false
 }

@@ -67,6 +67,7 @@ def test_port_is_left_to_cloud_run(tf: Terraform) -> None:
 # Shared settings come from one variable each, so both workloads always agree.
 SHARED_VALUES = {
     "GOOGLE_CLOUD_PROJECT": "var.project_id",
+    "TENANCY": "var.tenancy",
     "RING_WINDOW_SECONDS": "var.ring_window_seconds",
     "DEFAULT_REGION": "var.default_region",
     "LOG_LEVEL": "var.log_level",
@@ -162,7 +163,12 @@ def test_defaults_match_the_run_contract(tf: Terraform) -> None:
 
 
 def test_relay_credentials_never_pass_through_terraform(tf: Terraform) -> None:
-    assert not [v for v in tf.variables if "relay" in v], "relay values belong in Secret Manager"
+    # Relay values belong in Secret Manager. The two relay variables hold no credentials: CIDRs,
+    # and secret IDs (validated in test_tenancy_and_rules.py, where ':' and '@' are refused).
+    relay_variables = {v for v in tf.variables if "relay" in v}
+    assert relay_variables == {"relay_allowed_networks", "relay_credential_secrets"}
+    for name in relay_variables:
+        assert tf.variables[name]["type"] == "${list(string)}", name
     versions = tf.of_type("google_secret_manager_secret_version")
     assert set(versions) == {"pbx_relays_placeholder"}
     placeholder = versions["pbx_relays_placeholder"]
@@ -432,13 +438,19 @@ def test_connector_heartbeats_expire_by_ttl_on_the_collection_the_code_writes(
     assert "ttl_config" in ttl and "index_config" in ttl
 
 
-def test_app_security_rules_are_never_replaced(tf: Terraform) -> None:
-    assert not any(t.startswith("google_firebaserules_") for t in tf.resources)
+def test_backend_rules_excerpt_closes_the_backend_collections() -> None:
+    # The full comparison with infra/firestore.rules is in test_tenancy_and_rules.py.
     rules = (ROOT / "infra" / "firestore.rules.backend").read_text(encoding="utf-8")
     matched = set(
-        re.findall(r"match /([a-z_]+)/\{\w+\}\s*\{\s*allow read, write: if false;", rules)
+        re.findall(r"match /([a-z_]+)/\{document=\*\*\}\s*\{\s*allow read, write: if false;", rules)
     )
-    assert matched == {"push_dedupe", "relay_status", "relay_leases", "connector_instances"}
+    assert matched == {
+        "pbx_tenants",
+        "push_dedupe",
+        "relay_status",
+        "relay_leases",
+        "connector_instances",
+    }
     for app_collection in ("users", "my_extensions", "fcm_tokens", "call_history"):
         assert f"match /{app_collection}/" not in rules
 
