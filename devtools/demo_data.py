@@ -1,15 +1,18 @@
-"""Demo users, extensions and devices for `make dev`, in the app's own Firestore shapes.
+"""The demo company for `make dev`: its PBX directory entry (`pbx_tenants/demo-company`) and its
+users, extensions and devices in the app's own Firestore shapes.
 
-Five users own the demo company number 070-4514-4801 (written in different formats on purpose);
-only two of them should ring on this PBX:
+Six users claim the demo company number 070-4514-4801 (written in different formats on
+purpose); two of them ring on this PBX (three devices):
 
-| user        | why                                             | rings |
-|-------------|-------------------------------------------------|-------|
-| demo-kim    | Android + iOS + a web dummy token (skipped)     | yes   |
-| demo-lee    | one Android phone, stored number "+82-70-..."   | yes   |
-| demo-park   | suspended (`isActive: false`)                   | no    |
-| demo-choi   | same number on another PBX (`amiServerId: 2`)   | no    |
-| demo-jung   | `pushEnabled: false`                            | no    |
+- demo-kim: rings; Android + iOS + a web dummy token (skipped).
+- demo-lee: rings; one Android phone, stored number "+82-70-...".
+- demo-park: no; suspended by the admin (`suspended`) and by their own `isActive: false`.
+- demo-choi: no; same number on the other PBX behind the relay (server 2: the tenant
+  `demo-branch`; in user-documents mode, `amiServerId: 2`).
+- demo-jung: no; `pushEnabled: false`.
+- demo-mallory: no in directory mode (the default); another company's user who names this
+  relay and claims the number, not a member. In user-documents mode she would ring: that is
+  the leak the directory closes.
 """
 
 from __future__ import annotations
@@ -56,13 +59,32 @@ def demo_documents(relay_host: str, relay_port: int) -> dict[str, dict[str, dict
             **extra,
         }
 
+    url_host = f"[{relay_host}]" if ":" in relay_host else relay_host
     return {
+        "pbx_tenants": {
+            "demo-company": {
+                "name": "데모상사",
+                "active": True,
+                "pbx": [{"relay": f"ws://{url_host}:{relay_port}", "serverId": 1}],
+                "numbers": ["070-4514-4801"],
+                "members": ["demo-kim", "demo-lee", "demo-park", "demo-jung"],
+                "suspended": ["demo-park"],
+            },
+            # the branch office: the same number on the second PBX behind the same relay
+            "demo-branch": {
+                "name": "데모상사 지점",
+                "pbx": [{"relay": f"ws://{url_host}:{relay_port}", "serverId": 2}],
+                "numbers": ["070-4514-4801"],
+                "members": ["demo-choi"],
+            },
+        },
         "users": {
             "demo-kim": user("kim", serverAddress="legacy.example"),
             "demo-lee": user("lee"),
             "demo-park": user("park", isActive=False),
             "demo-choi": user("choi", amiServerId=2),
             "demo-jung": user("jung"),
+            "demo-mallory": user("mallory", companyId="other-company", companyName="다른회사"),
         },
         "my_extensions": {
             "ext-kim": ext("demo-kim", "1010", "070-4514-4801"),
@@ -70,6 +92,7 @@ def demo_documents(relay_host: str, relay_port: int) -> dict[str, dict[str, dict
             "ext-park": ext("demo-park", "1012", "07045144801"),
             "ext-choi": ext("demo-choi", "2010", "07045144801"),
             "ext-jung": ext("demo-jung", "1013", "07045144801"),
+            "ext-mallory": ext("demo-mallory", "3010", "070 4514 4801"),
         },
         "fcm_tokens": {
             "demo-kim_pixel_Android": token(
@@ -81,6 +104,9 @@ def demo_documents(relay_host: str, relay_port: int) -> dict[str, dict[str, dict
             "demo-park_phone_Android": token("demo-park", "phone", "Android", "demo-token-park"),
             "demo-choi_phone_Android": token("demo-choi", "phone", "Android", "demo-token-choi"),
             "demo-jung_phone_Android": token("demo-jung", "phone", "Android", "demo-token-jung"),
+            "demo-mallory_phone_Android": token(
+                "demo-mallory", "phone", "Android", "demo-token-mallory"
+            ),
         },
         "user_notification_settings": {
             "demo-kim": {"pushEnabled": True, "soundEnabled": True, "vibrationEnabled": True},

@@ -5,18 +5,25 @@ Like the seed's test method, any frame a client sends is broadcast to the other 
 seed's `test_websocket_newchannel.py` works against it unchanged. Tests drive it in-process and
 replay real AMI captures through it.
 
-    python -m devtools.demo_relay --port 7099
+With `credentials=(id, password)` it refuses an upgrade without that HTTP Basic auth (401), as the
+proxy in front of a real amiws does (amiws itself does not authenticate), and counts refusals.
+
+    python -m devtools.demo_relay --port 7099 [--auth id:password]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import json
 import signal
 from collections.abc import Iterable, Mapping
+from http import HTTPStatus
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Response
 
 
 def envelope(event: Mapping[str, str], server_id: int = 1, server_name: str = "demo-pbx") -> bytes:
@@ -31,10 +38,28 @@ def envelope(event: Mapping[str, str], server_id: int = 1, server_name: str = "d
     return json.dumps(frame, ensure_ascii=False).encode()
 
 
+def basic_auth_of(headers: Mapping[str, str]) -> tuple[str, str] | None:
+    """The (id, password) of an `Authorization: Basic` header, or None."""
+    value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+    scheme, _, encoded = value.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    auth_id, sep, password = decoded.partition(":")
+    return (auth_id, password) if sep else None
+
+
 class DemoRelay:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, credentials: tuple[str, str] | None = None
+    ) -> None:
         self.host = host
         self.port = port
+        self.credentials = credentials
+        self.refused = 0  # upgrades refused for missing or wrong credentials
         self.clients: set[ServerConnection] = set()
         self.received: list[bytes] = []
         self.handshakes: list[dict[str, str]] = []  # request headers of every client's upgrade
@@ -57,8 +82,13 @@ class DemoRelay:
             self._server.close()
             await self._server.wait_closed()
 
-    def _record(self, connection: ServerConnection, request: object) -> None:
-        self.handshakes.append(dict(request.headers.raw_items()))  # type: ignore[attr-defined]
+    def _record(self, connection: ServerConnection, request: object) -> Response | None:
+        headers = dict(request.headers.raw_items())  # type: ignore[attr-defined]
+        self.handshakes.append(headers)
+        if self.credentials is not None and basic_auth_of(headers) != self.credentials:
+            self.refused += 1
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "relay credentials required\n")
+        return None
 
     async def _handler(self, ws: ServerConnection) -> None:
         async with self._joined:
@@ -120,8 +150,8 @@ class DemoRelay:
         self.clients.clear()
 
 
-async def _serve(port: int) -> None:
-    relay = await DemoRelay(port=port).start()
+async def _serve(port: int, credentials: tuple[str, str] | None) -> None:
+    relay = await DemoRelay(port=port, credentials=credentials).start()
     print(json.dumps({"ready": True, "url": relay.url}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -134,7 +164,10 @@ async def _serve(port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=7099)
-    asyncio.run(_serve(parser.parse_args().port))
+    parser.add_argument("--auth", default="", help="id:password the upgrade must carry")
+    args = parser.parse_args()
+    auth_id, _, password = args.auth.partition(":")
+    asyncio.run(_serve(args.port, (auth_id, password) if args.auth else None))
 
 
 if __name__ == "__main__":

@@ -76,11 +76,15 @@ def _networks(raw: str) -> tuple[IPNetwork, ...]:
     networks = []
     for part in _csv(raw):
         try:
-            networks.append(ipaddress.ip_network(part, strict=False))
+            network = ipaddress.ip_network(part, strict=False)
         except ValueError:
             raise SettingsError(
                 f"RELAY_ALLOWED_NETWORKS entries must be CIDRs like 10.8.0.0/24, got {part!r}"
             ) from None
+        if network.prefixlen == 0:
+            # would switch the address policy off altogether
+            raise SettingsError(f"RELAY_ALLOWED_NETWORKS must not allow everything ({part!r})")
+        networks.append(network)
     return tuple(networks)
 
 
@@ -113,6 +117,9 @@ class Settings:
     missed_call_notifications: bool = True
     # Seconds the recipients of one number are reused (0: look up on every call).
     recipient_cache_seconds: float = 10.0
+    # The notifier's copy of the PBX directory is at most this old when a call uses it (it is
+    # re-read in the background after a third of it): an admin's change applies within it.
+    tenant_cache_seconds: float = 15.0
     # Frames larger than this are dropped with a log line; the connection carries on.
     max_frame_bytes: int = 256 * 1024
     # Relay leases (HA): a dead holder's relays are taken over within
@@ -161,6 +168,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         missed_call_notifications=_bool(env, "MISSED_CALL_NOTIFICATIONS", True),
         max_frame_bytes=_int(env, "MAX_FRAME_BYTES", 256 * 1024),
         recipient_cache_seconds=_cache_seconds(env),
+        tenant_cache_seconds=_float(env, "TENANT_CACHE_SECONDS", 15.0),
         **_lease_timing(env),
     )
 

@@ -1,6 +1,8 @@
 """The benchmark harness keeps working: `python -m bench --quick` runs every benchmark at tiny
-sizes against the real local parts and produces numbers. Timing targets are NOT asserted here
-(issue 6: they do not belong in `make test`); only that each benchmark ran and measured."""
+sizes against the real local parts (Google's Firestore and Pub/Sub emulators included) and
+produces numbers. Timing targets are NOT asserted here (issue 6: they do not belong in `make
+test`); only that each benchmark ran, measured, and that what it counts arrived: a benchmark whose
+calls, pushes or relay connections went missing measured nothing worth reading."""
 
 from __future__ import annotations
 
@@ -46,6 +48,34 @@ def test_every_benchmark_runs_and_measures(quick_run):
         assert any(row["baseline"] is not None for row in result["rows"]), f"{name}: no baseline"
 
 
+# Rows that count things (not timings): every call delivered, every push, every relay connected.
+COUNTED_UNITS = {"calls", "pushes", "relays"}
+
+
+@pytest.mark.timeout(320)
+def test_everything_a_benchmark_counts_arrived(quick_run):
+    counted = [
+        (name, row)
+        for name, result in quick_run["raw"]["results"].items()
+        for row in result["rows"]
+        if row["unit"] in COUNTED_UNITS and row["target"]
+    ]
+    assert {name for name, _ in counted} >= {"e2e", "coldstart", "scale"}
+    missing = [(name, row["label"], row["value"], row["target"]) for name, row in counted]
+    assert all(row["passed"] for _, row in counted), missing
+
+
+@pytest.mark.timeout(320)
+def test_e2e_takes_the_pubsub_emulator_path_and_measures_its_floor(quick_run):
+    raw = quick_run["raw"]["results"]["e2e"]["raw"]
+    for phase in ("push", "floor", "pubsub", "pubsub_floor"):
+        assert raw[phase]["complete_calls"] == raw[phase]["calls"] > 0, phase
+    # each device rung once through Pub/Sub: the notifier's ledger holds on redeliveries
+    assert raw["pubsub"]["pushes"] == 3 * raw["pubsub"]["calls"]
+    assert "connector" in raw["push"]["cpu_ms_per_call"]
+    assert "listen_responses" in raw["push"]
+
+
 @pytest.mark.timeout(320)
 def test_the_report_has_the_machine_a_table_per_benchmark_and_the_proposals(quick_run):
     report = quick_run["report"]
@@ -56,6 +86,8 @@ def test_the_report_has_the_machine_a_table_per_benchmark_and_the_proposals(quic
         BENCHMARKS
     )
     assert "## What the numbers drove" in report
+    assert "## What changed with Google's emulators" in report
+    assert "Emulators: " in report and "cloud-firestore-emulator" in report
 
 
 @pytest.mark.timeout(320)
@@ -82,7 +114,8 @@ def test_report_renders_a_broken_benchmark_without_failing():
                 "memory_gib": 1,
                 "os": "L",
                 "python": "P",
-                "node": "n",
+                "java": "j",
+                "emulators": {"cloud-firestore-emulator": "1"},
                 "packages": {},
                 "nofile_limit": [1, 1],
             },

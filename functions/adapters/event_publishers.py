@@ -7,7 +7,9 @@ relay readers: `publish()` enqueues and returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import uuid
 from datetime import UTC, datetime
 from typing import Protocol
@@ -43,6 +45,7 @@ class PubSubPublisher:
         self.failed = 0
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
 
     async def publish(self, event: CallEvent) -> None:
         await self._slots.acquire()
@@ -53,22 +56,35 @@ class PubSubPublisher:
         future.add_done_callback(lambda f, e=event: self._done(f, e))
 
     def _done(self, future: object, event: CallEvent) -> None:
-        # Runs on the client's thread; the semaphore belongs to the event loop.
+        # Runs on one of the client's threads, sometimes while it holds its own locks (a batch
+        # cancelled by stop()); the semaphore belongs to the event loop.
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._slots.release)
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(self._slots.release)
         error = future.exception()  # type: ignore[attr-defined]
         if error is None:
             self.published += 1
             return
         self.failed += 1
-        # An ordering key pauses after a failure until resumed; later events of the call must flow.
-        self.client.resume_publish(self.topic_path, event.call_key)
+        if not self._closing:
+            # An ordering key pauses after a failure until resumed; later events of the call
+            # must flow. Not from this thread: the client may hold the lock resume_publish takes
+            # (calling it from stop()'s cancellation deadlocked a shutdown).
+            threading.Thread(
+                target=self.client.resume_publish,
+                args=(self.topic_path, event.call_key),
+                name="pubsub-resume",
+                daemon=True,
+            ).start()
         log.error(
             "publish failed",
             extra=fields(event_id=event.event_id, error=f"{type(error).__name__}: {error}"[:200]),
         )
 
     async def close(self) -> None:
+        """Flush what is queued; events still unpublished when the client gives up count as
+        failed (logged). Never waits on a callback: see _done."""
+        self._closing = True
         await asyncio.to_thread(self.client.stop)
 
 

@@ -1,9 +1,13 @@
 """Reads the app's Firestore collections to find who to ring. Fetch only; rules live in
-functions.core.recipients.
+functions.core.recipients and functions.core.tenancy.
 
-Three round trips at most, the last two in parallel: the `my_extensions` query on the dialled
-number's spellings, then the users' documents (users, settings, forwarding; one batched get) and
-their `fcm_tokens` (one `in` query per 30 users).
+Directory mode (the default): the PBX directory (`pbx_tenants`, a cached copy, see
+tenant_directory.py) names the members who may be rung for a call from this PBX to this number;
+only their `my_extensions` are read (`userId in` the members, 30 per query), and each
+`accountCode` is compared to the dialled number as a normalized number, whatever its spelling.
+User-documents mode: the `my_extensions` query on the dialled number's common spellings.
+Then the users' documents (users, settings, forwarding; one batched get) and their `fcm_tokens`
+(one `in` query per 30 users), in parallel.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from functions.adapters.tenant_directory import TenantDirectory
 from functions.core.call_event import CallEvent
-from functions.core.numbers import normalize, spellings
+from functions.core.numbers import e164, normalize, spellings
 from functions.core.recipients import (
     Doc,
     Selection,
+    Skip,
     forward_doc_id,
     matching_extensions,
     select_recipients,
@@ -57,24 +63,33 @@ class FirestoreDirectory:
         *,
         cache_seconds: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        tenants: TenantDirectory | None = None,
     ) -> None:
+        """With `tenants`, directory mode; without, user-documents mode."""
         self.client = client
+        self.tenants = tenants
         self.pool = pool
         self.region = region
         self.cache_seconds = cache_seconds
         self.clock = clock
-        self._cache: dict[tuple[str, str, int], tuple[float, Selection]] = {}
+        self._cache: dict[tuple[str, str, int, int], tuple[float, Selection]] = {}
         self._lock = threading.Lock()
 
     def warm(self) -> None:
         """Open the gRPC channel (DNS, TLS, HTTP/2, access token) before the first call needs
-        it: one read of a document that does not exist."""
+        it: one read of a document that does not exist; in directory mode, the directory's
+        first copy instead."""
+        if self.tenants is not None:
+            self.tenants.refresh()
+            return
         self.client.collection("my_extensions").document("_warm-up").get(timeout=10)
 
     def recipients_for(self, event: CallEvent) -> Selection:
         if self.cache_seconds <= 0:
             return self._lookup(event)
-        key = (normalize(event.dialled_number, self.region), event.relay, event.server_id)
+        # A change of the directory makes every cached answer stale at once.
+        version = self._tenant_version()
+        key = (normalize(event.dialled_number, self.region), event.relay, event.server_id, version)
         now = self.clock()
         with self._lock:
             hit = self._cache.get(key)
@@ -93,13 +108,24 @@ class FirestoreDirectory:
                 if any(d.doc_id == doc_id for r in selection.recipients for d in r.devices):
                     del self._cache[key]
 
+    def _tenant_version(self) -> int:
+        if self.tenants is None:
+            return 0
+        self.tenants.index()  # refreshes when due
+        return self.tenants.version
+
     def _lookup(self, event: CallEvent) -> Selection:
         selection = Selection()
-        query = self.client.collection(EXTENSIONS).where(
-            filter=FieldFilter("accountCode", "in", spellings(event.dialled_number, self.region))
-        )
-        extensions = [(snap.id, snap.to_dict() or {}) for snap in query.stream()]
-        matched = matching_extensions(extensions, event.dialled_number, self.region, selection)
+        if self.tenants is None:
+            query = self.client.collection(EXTENSIONS).where(
+                filter=FieldFilter(
+                    "accountCode", "in", spellings(event.dialled_number, self.region)
+                )
+            )
+            extensions = [(snap.id, snap.to_dict() or {}) for snap in query.stream()]
+            matched = matching_extensions(extensions, event.dialled_number, self.region, selection)
+        else:
+            matched = self._members_claiming(event, selection)
         if not matched:
             return selection
         user_ids = sorted(matched)
@@ -120,7 +146,30 @@ class FirestoreDirectory:
             relay=event.relay,
             server_id=event.server_id,
             selection=selection,
+            check_relay=self.tenants is None,
         )
+
+    def _members_claiming(self, event: CallEvent, selection: Selection) -> dict[str, Doc]:
+        """Directory mode: the extensions, claiming the dialled number, of the members a tenant
+        lets ring for this PBX and number. Nobody else's documents are even read."""
+        assert self.tenants is not None
+        number = e164(event.dialled_number, self.region)
+        if number is None:
+            selection.skipped.append(Skip(event.call_key, "dialled_number_not_a_phone_number"))
+            return {}
+        candidates = self.tenants.index().candidates(event.relay, event.server_id, number)
+        selection.skipped.extend(Skip(subject, why) for subject, why in candidates.skipped)
+        if not candidates.users:
+            if not candidates.tenants and not candidates.skipped:
+                selection.skipped.append(Skip(event.call_key, "no_tenant_for_pbx_and_number"))
+            return {}
+        extensions: list[tuple[str, Doc]] = []
+        for chunk in _chunks(sorted(candidates.users), IN_LIMIT):
+            query = self.client.collection(EXTENSIONS).where(
+                filter=FieldFilter("userId", "in", list(chunk))
+            )
+            extensions += [(snap.id, snap.to_dict() or {}) for snap in query.stream()]
+        return matching_extensions(extensions, number, self.region, selection, candidates.users)
 
     def _get_docs(
         self, user_ids: list[str], forward_ids: list[str]

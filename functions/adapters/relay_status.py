@@ -1,5 +1,6 @@
 """Writes each relay's status to Firestore `relay_status/{relay}` so admins see, in the console,
-whether the connector holds the relay, since when, its last event and error, and counters.
+whether the connector holds the relay, since when, its last event and error, and counters. A
+relay the address policy refuses is `state: "refused"` with `refusedReason` ("loopback", ...).
 
 Writes go through a worker thread (the Firestore client is synchronous) and a failed write is
 logged, never raised: status is for people, it must not disturb the calls.
@@ -13,6 +14,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from functions.adapters.relay_address import refused_reason
 from functions.log import fields
 
 log = logging.getLogger("connector.status")
@@ -88,6 +90,8 @@ def status_document(report: dict[str, Any], instance: str) -> dict[str, Any]:
         "lastFrameAt": _ts(report["last_frame_at"]),
         "lastEventAt": _ts(report["last_event_at"]),
         "lastError": report["last_error"],
+        # why the address policy refuses to connect (state "refused"), else None
+        "refusedReason": refused_reason(report),
         "pbxLink": report["pbx_link"],
         "connects": report["connects"],
         "activeCalls": report["active_calls"],

@@ -16,9 +16,15 @@ from typing import Any
 from functions.adapters.event_publishers import EventPublisher
 from functions.adapters.health_server import HealthServer
 from functions.adapters.relay_client import RelayClient
-from functions.adapters.relay_directory import DesiredRelays, UsersRelayWatcher, merge_relays
+from functions.adapters.relay_directory import (
+    DesiredRelays,
+    TenantRelayWatcher,
+    UsersRelayWatcher,
+    merge_relays,
+)
 from functions.adapters.relay_leases import LeaseKeeper, RelayLeases, new_instance_id
 from functions.adapters.relay_status import RelayStatusWriter, plan_status_writes, write_budget
+from functions.adapters.secrets import SecretManagerReader, SecretReader
 from functions.connector.ingest import RelayIngest
 from functions.core.call_event import CallEvent
 from functions.core.call_tracker import CallTracker
@@ -67,6 +73,7 @@ class Connector:
         firestore_client: Any = None,
         *,
         leases: RelayLeases | None = None,
+        secrets: SecretReader | None = None,
     ) -> None:
         self.settings = settings
         self.publisher = publisher
@@ -91,7 +98,8 @@ class Connector:
         self._stopping = False
         self.health = HealthServer(self.health_report)
         self.health_port: int | None = None
-        self._watcher: UsersRelayWatcher | None = None
+        self._watcher: TenantRelayWatcher | UsersRelayWatcher | None = None
+        self.secrets: SecretReader = secrets or SecretManagerReader()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self, stop: asyncio.Event, *, host: str = "0.0.0.0") -> None:
@@ -110,9 +118,7 @@ class Connector:
         if self.status_writer is not None:
             background.append(asyncio.create_task(self._status_forever(), name="relay status"))
         if self.firestore_client is not None:
-            self._watcher = UsersRelayWatcher(
-                self.firestore_client, self.static, self._apply_threadsafe
-            )
+            self._watcher = self._relay_watcher()
             self._watcher.start()
         try:
             await stop.wait()
@@ -120,6 +126,18 @@ class Connector:
             for task in background:
                 task.cancel()
             await self.shutdown()
+
+    def _relay_watcher(self) -> TenantRelayWatcher | UsersRelayWatcher:
+        """Who names the relays: the PBX directory (default), or the users' own documents."""
+        if self.settings.tenancy == "directory":
+            return TenantRelayWatcher(
+                self.firestore_client,
+                self.static,
+                self._apply_threadsafe,
+                region=self.settings.default_region,
+                secrets=self.secrets,
+            )
+        return UsersRelayWatcher(self.firestore_client, self.static, self._apply_threadsafe)
 
     def _apply_threadsafe(self, desired: DesiredRelays) -> None:
         assert self._loop is not None
@@ -161,7 +179,12 @@ class Connector:
         tracker = CallTracker(spec.endpoint, self.settings.trunk_context_prefixes)
         ingest = RelayIngest(spec.endpoint, tracker, self.settings.max_frame_bytes)
 
-        client = RelayClient(spec, ingest.on_frame, self._publish_all)
+        client = RelayClient(
+            spec,
+            ingest.on_frame,
+            self._publish_all,
+            allowed_networks=self.settings.relay_allowed_networks,  # the address policy's
+        )
         task = asyncio.create_task(client.run(), name=f"relay {spec.endpoint}")
         log.info("relay watched", extra=fields(relay=spec.url))
         return RelayRuntime(spec, client, ingest, task)
@@ -175,7 +198,7 @@ class Connector:
             await asyncio.sleep(EXPIRE_EVERY)
             await self.sweep(time.time())
             if self._watcher is not None:
-                self._watcher.ensure_listening()
+                self._watcher.tick()
 
     async def sweep(self, now: float) -> None:
         """Drop calls that ran past the tracking limits; rung ones end as `unknown` so phones

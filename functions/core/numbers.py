@@ -45,6 +45,16 @@ def normalize(number: str, region: str = "KR") -> str:
     return phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
 
 
+def e164(number: str, region: str = "KR") -> str | None:
+    """The E.164 form of a phone number in any spelling phonenumbers parses ("+31 50 8009004",
+    "(02) 1234-5678", "+82 (0)70 4514 4801", "070.4514.4801"); None when it is not one (an
+    extension, a typo), so that it can never match anything by accident."""
+    if not isinstance(number, str):
+        return None
+    parsed = _parse(number, region)
+    return None if parsed is None else phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
+
+
 def same_number(a: str, b: str, region: str = "KR") -> bool:
     na, nb = normalize(a, region), normalize(b, region)
     return bool(na) and na == nb

@@ -1,10 +1,15 @@
 """Who gets rung for a call, from plain Firestore documents. Pure: adapters fetch, this decides.
 
 A user is rung when one of their `my_extensions` has an `accountCode` equal (normalized) to the
-dialled number, their relay endpoint and `amiServerId` are the PBX the call came from, they are
-not suspended (`isActive == false`), not listening to the relay themselves
-(`dcmiwsEnabled == true`) and have not turned call pushes off (`pushEnabled == false`). Their
-devices are the `fcm_tokens` with a real token that are approved and active.
+dialled number, they belong to the PBX the call came from, they are not suspended
+(`isActive == false`), not listening to the relay themselves (`dcmiwsEnabled == true`) and have
+not turned call pushes off (`pushEnabled == false`). Their devices are the `fcm_tokens` with a
+real token that are approved and active.
+
+Who belongs to a PBX: in directory mode (the default) the members of a tenant that lists the PBX
+and the number (functions.core.tenancy; the caller passes only those users' documents here, and
+`allowed_users`); the user's own relay fields are then ignored. In user-documents mode, the users
+whose own relay endpoint and `amiServerId` are that PBX.
 
 Documents edited by hand can hold anything: a value of the wrong type never raises here, it
 becomes a `Skip` (or a `Problem` for a device) with a reason the notifier logs.
@@ -71,24 +76,36 @@ def _is_true(value: Any) -> bool:
 
 
 def matching_extensions(
-    extensions: Iterable[tuple[str, Doc]], dialled: str, region: str, selection: Selection
+    extensions: Iterable[tuple[str, Doc]],
+    dialled: str,
+    region: str,
+    selection: Selection,
+    allowed_users: frozenset[str] | None = None,
 ) -> dict[str, Doc]:
-    """The first matching extension document per user (by document id, for a stable choice)."""
+    """The first matching extension document per user (by document id, for a stable choice);
+    with `allowed_users`, only theirs (a tenant's members)."""
     chosen: dict[str, Doc] = {}
     for doc_id, doc in sorted(extensions, key=lambda item: item[0]):
         account_code, user_id = doc.get("accountCode"), doc.get("userId")
         if not isinstance(account_code, str) or not isinstance(user_id, str) or not user_id:
             selection.skipped.append(Skip(doc_id, "bad_extension_document"))
             continue
+        if allowed_users is not None and user_id not in allowed_users:
+            continue
         if same_number(account_code, dialled, region):
             chosen.setdefault(user_id, doc)
     return chosen
 
 
-def user_skip_reason(user: Doc | None, settings: Doc | None, relay: str, server_id: int) -> str:
-    """Why a user who owns the number is not rung for a call from (relay, server_id), or ""."""
+def user_skip_reason(
+    user: Doc | None, settings: Doc | None, relay: str, server_id: int, *, check_relay: bool = True
+) -> str:
+    """Why a user who owns the number is not rung for a call from (relay, server_id), or "".
+    `check_relay=False` (directory mode): the directory already said the user belongs there."""
     if user is None:
         return "no_user_document"
+    if not check_relay:
+        return _gate_reason(user, settings)
     try:
         spec = relay_from_user(user)
         user_server = server_id_of_user(user)
@@ -98,6 +115,11 @@ def user_skip_reason(user: Doc | None, settings: Doc | None, relay: str, server_
         return "no_relay_configured"
     if spec.endpoint != relay or user_server != server_id:
         return "other_pbx"
+    return _gate_reason(user, settings)
+
+
+def _gate_reason(user: Doc, settings: Doc | None) -> str:
+    """The app's own gates, which a user (or the app) sets."""
     if _is_false(user.get("isActive")):
         return "suspended"
     if _is_true(user.get("dcmiwsEnabled")):
@@ -162,11 +184,14 @@ def select_recipients(
     relay: str,
     server_id: int,
     selection: Selection,
+    check_relay: bool = True,
 ) -> Selection:
     """Apply the rules to everything fetched for the users whose extension matched."""
     for user_id, extension in matched.items():
         user = users.get(user_id)
-        reason = user_skip_reason(user, settings.get(user_id), relay, server_id)
+        reason = user_skip_reason(
+            user, settings.get(user_id), relay, server_id, check_relay=check_relay
+        )
         if reason:
             selection.skipped.append(Skip(user_id, reason))
             continue

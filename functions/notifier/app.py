@@ -17,6 +17,7 @@ from functions.adapters.fcm_sender import FcmSender, init_firebase_app
 from functions.adapters.firestore_directory import FirestoreDirectory
 from functions.adapters.history_store import HistoryStore
 from functions.adapters.ledger_store import LedgerStore
+from functions.adapters.tenant_directory import TenantDirectory
 from functions.core.call_event import CallEvent, InvalidCallEvent, parse_call_event
 from functions.log import configure_logging, fields
 from functions.notifier.service import Notifier, Report
@@ -36,7 +37,21 @@ def build_notifier(settings: Settings) -> Notifier:
     app = init_firebase_app(settings.project, settings.fcm_endpoint)
     return Notifier(
         directory=FirestoreDirectory(
-            client, pool, settings.default_region, cache_seconds=settings.recipient_cache_seconds
+            client,
+            pool,
+            settings.default_region,
+            cache_seconds=settings.recipient_cache_seconds,
+            tenants=(
+                TenantDirectory(
+                    client,
+                    settings.default_region,
+                    pool,
+                    refresh_after=settings.tenant_cache_seconds / 3,
+                    max_age=settings.tenant_cache_seconds,
+                )
+                if settings.tenancy == "directory"
+                else None
+            ),
         ),
         sender=FcmSender(app, BackgroundLoop("fcm")),
         history=HistoryStore(client, pool),

@@ -287,3 +287,24 @@ async def test_a_failed_delivery_comes_again_and_each_phone_still_rings_once_in_
     )
     attempts = front.attempts[linkedid]
     assert attempts[0] == fault and len(attempts) >= 3  # the ring twice, then the answered event
+
+
+async def test_closing_with_a_publish_still_pending_does_not_hang(topic, monkeypatch):
+    """SIGTERM while Pub/Sub cannot be reached: the connector must still stop within Cloud Run's
+    grace period. (The client cancels the pending batch inside stop(); a done-callback that
+    resumed the ordering key from there deadlocked the shutdown.)"""
+    proxy = GatedProxy(1)  # never opened: every connection is refused
+    try:
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{proxy.port}")
+        publisher = PubSubPublisher(topic)
+        first = event("ps.pending.1")
+        await publisher.publish(first)
+        await asyncio.to_thread(eventually, lambda: proxy.refused >= 1, 10)  # batch 1 in flight
+        # the call's next event waits in a second batch behind it, which stop() cancels
+        await publisher.publish(replace(first, kind=Kind.ANSWERED, answered_by="1010"))
+        started = time.monotonic()
+        await asyncio.wait_for(publisher.close(), 20)
+        assert time.monotonic() - started < 20
+        assert publisher.published == 0
+    finally:
+        proxy.close()

@@ -58,6 +58,17 @@ def test_settings_defaults_and_parsing():
         "call-events",
     )
     assert s.topic_path == "projects/p/topics/call-events"
+    assert s.tenancy == "directory" and s.relay_allowed_networks == ()
+    assert s.tenant_cache_seconds == 15.0
+    s = load_settings(
+        {
+            "GOOGLE_CLOUD_PROJECT": "p",
+            "TENANCY": "User_Documents",
+            "RELAY_ALLOWED_NETWORKS": "10.8.0.0/24, ::1",
+        }
+    )
+    assert s.tenancy == "user_documents"
+    assert [str(n) for n in s.relay_allowed_networks] == ["10.8.0.0/24", "::1/128"]
     s = load_settings(
         {
             "GOOGLE_CLOUD_PROJECT": "p",
@@ -81,6 +92,12 @@ def test_settings_defaults_and_parsing():
         {"GOOGLE_CLOUD_PROJECT": "p", "RING_WINDOW_SECONDS": "0"},
         {"GOOGLE_CLOUD_PROJECT": "p", "PBX_RELAYS": "http://x"},
         {"GOOGLE_CLOUD_PROJECT": "p", "MISSED_CALL_NOTIFICATIONS": "maybe"},
+        {"GOOGLE_CLOUD_PROJECT": "p", "TENANCY": "users"},
+        {"GOOGLE_CLOUD_PROJECT": "p", "RELAY_ALLOWED_NETWORKS": "10.8.0.0/33"},
+        {"GOOGLE_CLOUD_PROJECT": "p", "RELAY_ALLOWED_NETWORKS": "vpc"},
+        {"GOOGLE_CLOUD_PROJECT": "p", "RELAY_ALLOWED_NETWORKS": "0.0.0.0/0"},
+        {"GOOGLE_CLOUD_PROJECT": "p", "RELAY_ALLOWED_NETWORKS": "10.8.0.0/24,::/0"},
+        {"GOOGLE_CLOUD_PROJECT": "p", "TENANT_CACHE_SECONDS": "0"},
     ],
 )
 def test_bad_settings_fail_at_start(env):
