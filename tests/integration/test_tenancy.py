@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -28,6 +30,7 @@ from tests.integration.conftest import PROJECT
 from tests.integration.scenario import device, user, write
 from tests.integration.test_lifecycle_notifier import deliver
 from tests.integration.test_lifecycle_notifier import ringing as lifecycle_ringing
+from tests.integration.test_relay_addresses import healthz
 from tests.support import LOOPBACK_RELAYS, NotifierProcess, eventually
 
 CREDENTIALS = ("acme-relay", "correct horse")
@@ -386,3 +389,26 @@ async def test_a_bad_tenant_is_skipped_and_the_other_relays_connect(db, director
         assert len(messages) == 1 and messages[0].fields["path"] == "pbx_tenants/broken"
     finally:
         await relay.stop()
+
+
+async def test_directory_credentials_never_reach_logs_healthz_or_relay_status(
+    db, fcm, directory_notifier, guarded_relay, caplog
+):
+    relay = guarded_relay
+    company_a(db, relay.port)
+    caplog.set_level(logging.DEBUG)
+    async with directory_connector(db, directory_notifier) as conn:
+        await relay.wait_for_clients(1, timeout=15)
+        assert await ring_through(relay, fcm, "t.secret") == {"tok-kim", "tok-lee"}
+        text, report = await healthz(conn.health_port)
+        assert report["relays_connected"] == 1
+        statuses = await asyncio.to_thread(
+            eventually, lambda: [d.to_dict() for d in db.collection("relay_status").stream()], 10
+        )
+    assert relay.handshakes[-1].get("Authorization", "").startswith("Basic ")  # they were used
+    password = CREDENTIALS[1]
+    assert password not in text
+    assert password not in json.dumps(statuses, default=str)
+    logged = "\n".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in caplog.records)
+    assert password not in logged
+    assert not any(password in line for line in directory_notifier.log_lines())
