@@ -15,6 +15,7 @@ import argparse
 import importlib
 import json
 import os
+import subprocess
 import sys
 import time
 import traceback
@@ -32,6 +33,47 @@ BENCHMARKS = {
 }
 DOCS = ROOT / "docs" / "benchmarks.md"
 RESULTS = ROOT / "bench" / "results.json"
+
+
+def _tree() -> str:
+    """Which code ran: BENCH_TREE when the caller says (e.g. an exported commit), else git's
+    HEAD and what differs from it, bench/'s own files apart from the product's."""
+    if explicit := os.environ.get("BENCH_TREE"):
+        return explicit
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
+    harness = [p for p in changed if p.startswith("bench/") or p == "docs/benchmarks.md"]
+    product = [p for p in changed if p not in harness]
+    text = head.stdout.strip()
+    if harness:
+        text += " + uncommitted bench/ changes"
+    if product:
+        shown = ", ".join(product[:5]) + (
+            f" and {len(product) - 5} more" if len(product) > 5 else ""
+        )
+        text += f" + uncommitted changes to {shown}"
+    return text
+
+
+def _tree_during(before: str) -> str:
+    after = _tree()
+    if after == before:
+        return before
+    return f"{before} at the start; {after} at the end (the work tree changed during the run)"
 
 
 def _run_one(name: str, quick: bool) -> BenchResult:
@@ -72,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
     names = args.names or list(BENCHMARKS)
+    tree_before = _tree()
     load_before = os.getloadavg()
     started = time.time()
     results = []
@@ -83,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
         "seconds": round(time.time() - started, 1),
         "quick": args.quick,
+        "tree": _tree_during(tree_before),
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "machine": machine(),

@@ -29,6 +29,10 @@ from devtools.processes import free_port, stop_process  # noqa: F401 (re-exporte
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 PROJECT = "demo-makecall-bench"
+# Settings every connector and notifier of the harness runs with, as `make dev` does: the relays
+# listen on loopback, which the connector's relay address policy refuses unless allowed. Tenancy
+# is the default (the PBX directory devtools.demo_data seeds), as in production.
+LOCAL_SETTINGS = {"RELAY_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128"}
 
 PACKAGES = (
     "websockets",
@@ -157,12 +161,34 @@ def _mem_total_gib() -> float | None:
     return None
 
 
-def _node_version() -> str:
+def _java_version() -> str:
+    """The JVM the emulators run on (`java -version` prints to stderr)."""
     try:
-        out = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip()
+        out = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
         return "absent"
+    first = (out.stderr or out.stdout).strip().splitlines()
+    return first[0] if first else "unknown"
+
+
+def _emulator_versions() -> dict[str, str]:
+    """Cloud SDK and emulator component versions, from the SDK's install records."""
+    from devtools.emulators import sdk_root
+
+    root = sdk_root()
+    versions = {"google-cloud-sdk": "absent"}
+    if root is None:
+        return versions
+    with contextlib.suppress(OSError):
+        versions["google-cloud-sdk"] = (root / "VERSION").read_text().strip()
+    for component in ("cloud-firestore-emulator", "pubsub-emulator"):
+        versions[component] = "absent"
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            snapshot = json.loads((root / ".install" / f"{component}.snapshot.json").read_text())
+            for entry in snapshot["components"]:
+                if entry["id"] == component:
+                    versions[component] = entry["version"]["version_string"]
+    return versions
 
 
 def machine() -> dict[str, Any]:
@@ -179,7 +205,8 @@ def machine() -> dict[str, Any]:
         "memory_gib": _mem_total_gib(),
         "os": f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "node": _node_version(),
+        "java": _java_version(),
+        "emulators": _emulator_versions(),
         "packages": versions,
         "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE),
     }
@@ -281,6 +308,17 @@ def cpu_seconds(pid: int) -> float:
     except (OSError, IndexError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent busy since boot (/proc/stat: user, nice, system, irq,
+    softirq, steal), for 'how much ran besides us'."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float | None:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    LOCAL_SETTINGS,
     PY,
     ROOT,
     BenchResult,
@@ -120,7 +121,12 @@ async def _client_connector(url: str, expected: int) -> dict[str, Any]:
     from functions.settings import load_settings
 
     settings = load_settings(
-        {"GOOGLE_CLOUD_PROJECT": "bench", "TRUNK_CONTEXT_PREFIXES": "trk,voipgrid_in", "PORT": "0"}
+        {
+            "GOOGLE_CLOUD_PROJECT": "bench",
+            "TRUNK_CONTEXT_PREFIXES": "trk,voipgrid_in",
+            "PORT": "0",
+            **LOCAL_SETTINGS,
+        }
     )
     configure_logging("INFO", component="connector")
     publisher = _NoopPublisher()

@@ -39,3 +39,32 @@ def fcm_client_with_limits(app: Any, **transport: Any) -> None:
         mounts=mounts,
     )
     service._async_client = client
+
+
+# cold start: firebase-admin's messaging service without the httpx client fcm_sender replaces ----
+
+
+def messaging_service_without_httpx_client() -> None:
+    """Build firebase-admin's `_MessagingService` without its `HttpxAsyncClient` (an httpx
+    AsyncClient with two retry transports: two `ssl.create_default_context()` loads of the CA
+    bundle and the first import of httpcore), which fcm_sender.py's `_send_through_aiohttp`
+    replaces with AiohttpFcmClient right after: what the notifier's first event would save if
+    init_firebase_app did not build it. Applied in the notifier process
+    (bench/coldstart_proto.py)."""
+    from firebase_admin import _http_client, messaging
+
+    original = messaging._MessagingService.__init__
+
+    class _NotBuilt:
+        def __init__(self, **_: Any) -> None:
+            pass
+
+    def init(self: Any, app: Any) -> None:
+        real = _http_client.HttpxAsyncClient
+        _http_client.HttpxAsyncClient = _NotBuilt  # type: ignore[misc, assignment]
+        try:
+            original(self, app)
+        finally:
+            _http_client.HttpxAsyncClient = real  # type: ignore[misc]
+
+    messaging._MessagingService.__init__ = init  # type: ignore[method-assign]

@@ -5,8 +5,9 @@ relay's send to the connector's publish.
 Processes: a relay process (this module, `relay` role) runs 1,000 `DemoRelay` servers, one port
 each, plus a tiny HTTP sink that stamps each POST's arrival; `python -m functions.connector` with
 PBX_RELAYS listing all of them and CALL_EVENTS_PUSH_URL = the sink (its real PushPublisher, so
-"publish" here includes the HTTP POST of the event), FIRESTORE_EMULATOR_HOST = an empty emulator
-(the connector always watches `users`). RLIMIT_NOFILE is raised in both our processes (the
+"publish" here includes the HTTP POST of the event), FIRESTORE_EMULATOR_HOST = an empty
+Google Firestore emulator (devtools/emulators.py; the connector always watches `users`, and its
+relay leases and relay_status live there). RLIMIT_NOFILE is raised in both our processes (the
 connector inherits it).
 
 Measured: time until every relay has its client; connector RSS (/proc VmRSS) once connected and
@@ -37,6 +38,7 @@ from typing import Any
 from unittest import mock
 
 from bench.common import (
+    LOCAL_SETTINGS,
     PROJECT,
     PY,
     ROOT,
@@ -248,8 +250,8 @@ def _measure(
 def run(quick: bool = False) -> BenchResult:
     from google.cloud import firestore
 
+    from devtools.emulators import FirestoreEmulator
     from functions.adapters.relay_status import RELAY_STATUS
-    from tests.support import FirestoreEmulator
 
     count = 20 if quick else 1000
     idle_s = 3.0 if quick else 20.0
@@ -272,7 +274,7 @@ def run(quick: bool = False) -> BenchResult:
             "its publish arriving at a local sink); the notifier's share is benchmark 2."
         ),
     )
-    emulator = FirestoreEmulator().start()
+    emulator = FirestoreEmulator(project=PROJECT).start()
     with mock.patch.dict(os.environ, {"FIRESTORE_EMULATOR_HOST": emulator.host}):
         store = firestore.Client(project=PROJECT)  # read at construction only
 
@@ -302,7 +304,7 @@ def run(quick: bool = False) -> BenchResult:
                     CALL_EVENTS_PUSH_URL=sink,
                     PORT=str(free_port()),
                     LOG_LEVEL="WARNING",
-                    **extra,
+                    **{**LOCAL_SETTINGS, **extra},
                 ),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

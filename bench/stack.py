@@ -1,5 +1,6 @@
 """The local stack the end-to-end and cold-start benchmarks run against, assembled like
-tests/integration/conftest.py: the Firestore emulator seeded with devtools.demo_data, the FCM
+tests/integration/conftest.py: Google's Firestore emulator (devtools/emulators.py) seeded with
+devtools.demo_data, Google's Pub/Sub emulator where a benchmark takes the Pub/Sub path, the FCM
 stand-in (devtools.fake_fcm, own process), the notifier under functions-framework
 (tests.support.NotifierProcess) and the connector (`python -m functions.connector`, own process).
 """
@@ -16,8 +17,18 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
-from bench.common import PROJECT, PY, ROOT, bench_env, free_port, read_json_line, stop_process
+from bench.common import (
+    LOCAL_SETTINGS,
+    PROJECT,
+    PY,
+    ROOT,
+    bench_env,
+    free_port,
+    read_json_line,
+    stop_process,
+)
 
 
 class FakeFcmProcess:
@@ -67,12 +78,18 @@ class FakeFcmProcess:
 
 
 def seed_demo(emulator_host: str, relay_port: int) -> None:
-    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator_host
+    """devtools.demo_data into the emulator at `emulator_host` (this process's environment is
+    left as it was: the client reads FIRESTORE_EMULATOR_HOST at construction only)."""
     from google.cloud import firestore
 
     from devtools.demo_data import seed
 
-    seed(firestore.Client(project=PROJECT), "127.0.0.1", relay_port)
+    with mock.patch.dict(os.environ, {"FIRESTORE_EMULATOR_HOST": emulator_host}):
+        client = firestore.Client(project=PROJECT)
+    try:
+        seed(client, "127.0.0.1", relay_port)
+    finally:
+        client.close()
 
 
 def notifier_env(emulator_host: str, fcm_url: str, **extra: str) -> dict[str, str]:
@@ -83,6 +100,7 @@ def notifier_env(emulator_host: str, fcm_url: str, **extra: str) -> dict[str, st
         "RING_WINDOW_SECONDS": "60",
         "LOG_LEVEL": "INFO",
         "PYTHONPATH": str(ROOT),
+        **LOCAL_SETTINGS,
         **extra,
     }
 
@@ -107,7 +125,7 @@ def connector(env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Pop
         proc = subprocess.Popen(
             [PY, "-m", "functions.connector"],
             cwd=ROOT,
-            env=bench_env(PORT=str(free_port()), LOG_LEVEL="INFO", **env),
+            env=bench_env(PORT=str(free_port()), LOG_LEVEL="INFO", **{**LOCAL_SETTINGS, **env}),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -74,6 +74,7 @@ def test_e2e_takes_the_pubsub_emulator_path_and_measures_its_floor(quick_run):
     assert raw["pubsub"]["pushes"] == 3 * raw["pubsub"]["calls"]
     assert "connector" in raw["push"]["cpu_ms_per_call"]
     assert "listen_responses" in raw["push"]
+    assert raw["push"]["listen_control"] >= 1  # the Listen probe does see a `users` write
 
 
 @pytest.mark.timeout(320)
