@@ -10,9 +10,11 @@ CloudEvent the connector would send.
 Each repetition is a fresh process; one start before the counted ones warms the emulator's JVM
 (its very first requests take ~0.6 s: class loading and JIT), as a long-lived emulator is.
 
-Prototype (bench/coldstart_proto.py, alternating with the shipped notifier): main.py with
-firebase-admin's messaging service built without the httpx client fcm_sender.py replaces at once
-(bench.prototypes.messaging_service_without_httpx_client): the first event's largest own cost.
+The prototype this benchmark used to run alongside (firebase-admin's messaging service built
+without the httpx client fcm_sender.py replaces at once) was adopted in commit 2958842
+(fcm_sender.py `_messaging_service`) and retired; its proposal now reports the adoption: the
+figures before (run of 2026-12-01 08:46:46 UTC, prototype alternating with the shipped notifier)
+and this run's, each against its own run's bare import.
 
 Baseline: `python -c "import <the notifier's third-party dependencies>"`, a fresh process, timed
 the same way (start → exit). Also reported: start → port listening, and `-X importtime` of main.py
@@ -48,7 +50,10 @@ from bench.stack import FakeFcmProcess, notifier_env, seed_demo
 from devtools.processes import notifier_command
 
 TARGET_RATIO = 1.3
-PROTO_SOURCE = str(Path(__file__).with_name("coldstart_proto.py"))
+# The last run before fcm_sender.py stopped building firebase-admin's httpx client (code db322d1,
+# bench of a39f4ba), 5 starts of each, alternating: the shipped notifier and the prototype.
+BEFORE_RUN = "2026-12-01 08:46:46 UTC"
+BEFORE = {"handled": 572.7, "first_event": 182.7, "bare": 430.5, "prototype": 506.6}
 RELAY_PORT = 7099
 BARE_IMPORTS = (
     "functions_framework",
@@ -96,13 +101,13 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _one_start(env: dict[str, str], log: Path, source: str = "") -> dict[str, float]:
+def _one_start(env: dict[str, str], log: Path) -> dict[str, float]:
     port = free_port()
     headers, body = _event_request(f"cold.{uuid.uuid4().hex[:8]}")
     with log.open("wb") as out:
         started = time.perf_counter()
         proc = subprocess.Popen(
-            notifier_command(port, python=PY, source=source),
+            notifier_command(port, python=PY),
             cwd=ROOT,
             env=bench_env(PORT=str(port), **env),
             stdout=out,
@@ -170,7 +175,7 @@ def run(quick: bool = False) -> BenchResult:
             + "'`: what any notifier built on these libraries pays before doing anything"
         ),
         method=(
-            f"{reps} fresh process(es) each of bare import, shipped notifier and prototype, "
+            f"{reps} fresh process(es) each of bare import and shipped notifier, "
             "alternating, after one uncounted start that warms the emulator's JVM; median "
             "reported. First event: a ringing call for the seed's number (3 pushes) against "
             "Google's Firestore emulator, seeded."
@@ -179,7 +184,6 @@ def run(quick: bool = False) -> BenchResult:
     emulator = FirestoreEmulator(project=PROJECT).start()
     fcm = FakeFcmProcess().start()
     starts: list[dict[str, float]] = []
-    proto: list[dict[str, float]] = []
     bare: list[float] = []
     try:
         seed_demo(emulator.host, RELAY_PORT)
@@ -195,7 +199,6 @@ def run(quick: bool = False) -> BenchResult:
             for index in range(reps):
                 bare.append(_bare_import())
                 starts.append(_one_start(env, Path(tmp) / f"n{index}.log"))
-                proto.append(_one_start(env, Path(tmp) / f"p{index}.log", PROTO_SOURCE))
         pushes = len(fcm.records())
         imports = _importtime()
     finally:
@@ -203,9 +206,8 @@ def run(quick: bool = False) -> BenchResult:
         emulator.stop()
     handled = median([s["handled"] for s in starts])
     listening = median([s["listening"] for s in starts])
-    proto_handled = median([s["handled"] for s in proto])
     base = median(bare)
-    assert handled and listening and base and proto_handled
+    assert handled and listening and base
     ratio = handled / base
     result.rows += [
         Row(
@@ -229,48 +231,48 @@ def run(quick: bool = False) -> BenchResult:
         Row("first event itself (handled − listening)", (handled - listening) * 1000, "ms"),
         Row("bare import of the dependencies", base * 1000, "ms"),
         Row(
-            "prototype: start → first event handled, firebase-admin's httpx client not built "
-            "(bench/prototypes.py, bench/coldstart_proto.py)",
-            proto_handled * 1000,
-            "ms",
-            baseline=base * 1000,
-            baseline_label="bare import",
-            ratio=proto_handled / base,
-        ),
-        Row(
             "pushes received from the first events",
             pushes,
             "pushes",
-            f"= {6 * reps}",
-            pushes == 6 * reps,
-            note="shipped and prototype notifiers, 3 each",
+            f"= {3 * reps}",
+            pushes == 3 * reps,
+            note="3 per counted start",
         ),
     ]
     result.notes.append(
         "Slowest top-level imports of main.py (`-X importtime`, cumulative ms): "
         + ", ".join(f"{name} {ms:.0f}" for name, ms in imports)
     )
-    result.raw = {"starts": starts, "prototype": proto, "bare": bare, "importtime_ms": imports}
+    result.raw = {"starts": starts, "bare": bare, "importtime_ms": imports}
     first_event = handled - listening
-    saved = handled - proto_handled
+    before_ratio = BEFORE["handled"] / BEFORE["bare"]
+    proto_ratio = BEFORE["prototype"] / BEFORE["bare"]
     result.proposals.append(
         Proposal(
-            max(saved, 0.0) / handled,
+            (BEFORE["handled"] - BEFORE["prototype"]) / BEFORE["handled"],
             "functions/adapters/fcm_sender.py `init_firebase_app` → firebase-admin "
             "`messaging._MessagingService.__init__` (run by `_send_through_aiohttp`)",
-            f"{first_event * 1000:,.0f} ms of the {handled * 1000:,.0f} ms cold start is the "
-            "first event; it waits on functions/notifier/app.py `notifier()`'s lock while the "
-            "worker's warm-up thread builds the clients, and most of that build is firebase-"
-            "admin's messaging service constructing an httpx AsyncClient (two "
+            f"before adoption: {BEFORE['first_event']:,.0f} ms of the {BEFORE['handled']:,.0f} ms "
+            "cold start was the first event; it waits on functions/notifier/app.py `notifier()`'s "
+            "lock while the worker's warm-up thread builds the clients, and most of that build "
+            "was firebase-admin's messaging service constructing an httpx AsyncClient (two "
             "`ssl.create_default_context()` loads of the CA bundle and the first import of "
-            "httpcore) that `_send_through_aiohttp` replaces with AiohttpFcmClient at once",
+            "httpcore) that `_send_through_aiohttp` replaced with AiohttpFcmClient at once; "
+            f"this run, adopted: the first event {first_event * 1000:,.0f} ms of the "
+            f"{handled * 1000:,.0f} ms cold start",
             "build the messaging service without that client (e.g. construct it with "
-            "`_http_client.HttpxAsyncClient` stubbed out, as the prototype does, then set "
+            "`_http_client.HttpxAsyncClient` stubbed out, as the prototype did, then set "
             "`_async_client`), and start the Firestore channel's warm-up before firebase-admin's "
             "set-up instead of after it",
-            f"{saved * 1000:,.0f} ms ({handled * 1000:,.0f} → {proto_handled * 1000:,.0f} ms, "
-            f"{handled / base:.2f}× → {proto_handled / base:.2f}× bare), measured in this run "
-            "with the prototype, alternating with the shipped notifier",
+            "measured with a prototype before adoption (run of "
+            f"{BEFORE_RUN}, code db322d1; retired once adopted): "
+            f"{BEFORE['handled'] - BEFORE['prototype']:,.0f} ms "
+            f"({BEFORE['handled']:,.1f} → {BEFORE['prototype']:,.1f} ms, {before_ratio:.2f}× → "
+            f"{proto_ratio:.2f}× a bare import of {BEFORE['bare']:,.1f} ms), alternating with the "
+            "shipped notifier",
+            f"this run, adopted: start → first event handled {handled * 1000:,.1f} ms, "
+            f"{ratio:.2f}× the same run's bare import of {base * 1000:,.1f} ms (target "
+            f"≤ {TARGET_RATIO}×); first event {first_event * 1000:,.1f} ms",
         )
     )
     return result

@@ -3,7 +3,9 @@ own process, so each proposal's gain is measured in the same run as the code it 
 
 NOT product code: the owners of functions/ decide whether and how to adopt them (see
 docs/benchmarks.md, "What the numbers drove"). A prototype is retired once the product adopts it
-(the ingest `_validate` one was: its figures stay in the proposal's text).
+(the ingest `_validate` one was, and the cold-start one, firebase-admin's messaging service built
+without its httpx client, adopted as fcm_sender.py `_messaging_service` in 2958842: their figures
+stay in the proposals' text).
 """
 
 from __future__ import annotations
@@ -39,32 +41,3 @@ def fcm_client_with_limits(app: Any, **transport: Any) -> None:
         mounts=mounts,
     )
     service._async_client = client
-
-
-# cold start: firebase-admin's messaging service without the httpx client fcm_sender replaces ----
-
-
-def messaging_service_without_httpx_client() -> None:
-    """Build firebase-admin's `_MessagingService` without its `HttpxAsyncClient` (an httpx
-    AsyncClient with two retry transports: two `ssl.create_default_context()` loads of the CA
-    bundle and the first import of httpcore), which fcm_sender.py's `_send_through_aiohttp`
-    replaces with AiohttpFcmClient right after: what the notifier's first event would save if
-    init_firebase_app did not build it. Applied in the notifier process
-    (bench/coldstart_proto.py)."""
-    from firebase_admin import _http_client, messaging
-
-    original = messaging._MessagingService.__init__
-
-    class _NotBuilt:
-        def __init__(self, **_: Any) -> None:
-            pass
-
-    def init(self: Any, app: Any) -> None:
-        real = _http_client.HttpxAsyncClient
-        _http_client.HttpxAsyncClient = _NotBuilt  # type: ignore[misc, assignment]
-        try:
-            original(self, app)
-        finally:
-            _http_client.HttpxAsyncClient = real  # type: ignore[misc]
-
-    messaging._MessagingService.__init__ = init  # type: ignore[method-assign]

@@ -92,6 +92,33 @@ def test_the_report_has_the_machine_a_table_per_benchmark_and_the_proposals(quic
 
 
 @pytest.mark.timeout(320)
+def test_coldstart_times_the_shipped_notifier_and_its_proposal_reads_as_adopted(quick_run):
+    result = quick_run["raw"]["results"]["coldstart"]
+    # the prototype (messaging service without firebase-admin's httpx client) is fcm_sender.py's
+    # `_messaging_service` now: only the shipped notifier starts, 3 pushes per counted start
+    assert not any("prototype" in row["label"] for row in result["rows"])
+    assert "prototype" not in result["raw"]
+    pushes = next(row for row in result["rows"] if row["unit"] == "pushes")
+    assert pushes["value"] == 3 * len(result["raw"]["starts"]) > 0
+    (proposal,) = [p for p in result["proposals"] if "_MessagingService" in p["where"]]
+    line = next(x for x in quick_run["report"].splitlines() if proposal["where"] in x)
+    assert "**Adopted:**" in line and "2958842" in line
+
+
+def test_every_adopted_note_finds_its_proposal_in_the_last_full_run():
+    """report.py matches an adopted note to a proposal by its `where`: a note that matches none
+    would silently vanish from docs/benchmarks.md (bench/results.json is the full run it shows;
+    quick runs leave some comparison variants out)."""
+    from bench.findings import FINDINGS
+    from bench.report import ADOPTED
+
+    results = json.loads((ROOT / "bench" / "results.json").read_text())["results"]
+    wheres = [str(p["where"]) for r in results.values() for p in r.get("proposals", [])]
+    wheres += [str(f["where"]) for f in FINDINGS]
+    assert [key for key in ADOPTED if not any(key in where for where in wheres)] == []
+
+
+@pytest.mark.timeout(320)
 def test_the_mix_has_one_ringing_call_per_200_frames():
     from bench.mix import build_frames, describe
 

@@ -7,6 +7,7 @@ relay readers: `publish()` enqueues and returns.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -21,6 +22,8 @@ log = logging.getLogger("connector.publish")
 # Events handed to the transport and not yet confirmed. Past this, publish() waits: the relay
 # readers stop reading until Pub/Sub catches up, instead of memory growing without end.
 MAX_IN_FLIGHT = 1000
+# How long close() waits for queued events: inside the connector's 8 s shutdown budget.
+CLOSE_TIMEOUT = 6.0
 
 
 class EventPublisher(Protocol):
@@ -46,6 +49,7 @@ class PubSubPublisher:
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        self._pending: set[concurrent.futures.Future] = set()
 
     async def publish(self, event: CallEvent) -> None:
         await self._slots.acquire()
@@ -53,6 +57,7 @@ class PubSubPublisher:
         future = self.client.publish(
             self.topic_path, event.to_json(), ordering_key=event.call_key, **event.attributes()
         )
+        self._pending.add(future)
         future.add_done_callback(lambda f, e=event: self._done(f, e))
 
     def _done(self, future: object, event: CallEvent) -> None:
@@ -61,6 +66,7 @@ class PubSubPublisher:
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 self._loop.call_soon_threadsafe(self._slots.release)
+        self._pending.discard(future)  # type: ignore[arg-type]
         error = future.exception()  # type: ignore[attr-defined]
         if error is None:
             self.published += 1
@@ -81,9 +87,14 @@ class PubSubPublisher:
             extra=fields(event_id=event.event_id, error=f"{type(error).__name__}: {error}"[:200]),
         )
 
-    async def close(self) -> None:
-        """Flush what is queued; events still unpublished when the client gives up count as
-        failed (logged). Never waits on a callback: see _done."""
+    async def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Publish what is queued, waiting up to `timeout`, then stop the client. The client's
+        stop() alone commits only the first batch of each ordering key and cancels the rest:
+        a call's later events would be lost at every shutdown. Events still unpublished after
+        the wait count as failed (logged). Never waits on a callback: see _done."""
+        pending = list(self._pending)
+        if pending:
+            await asyncio.to_thread(concurrent.futures.wait, pending, timeout)
         self._closing = True
         await asyncio.to_thread(self.client.stop)
 

@@ -22,6 +22,7 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from functions.adapters.relay_access import RelayAccessReader
 from functions.adapters.tenant_directory import TenantDirectory
 from functions.core.call_event import CallEvent
 from functions.core.numbers import e164, normalize, spellings
@@ -64,10 +65,13 @@ class FirestoreDirectory:
         cache_seconds: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         tenants: TenantDirectory | None = None,
+        relay_access: RelayAccessReader | None = None,
     ) -> None:
-        """With `tenants`, directory mode; without, user-documents mode."""
+        """With `tenants`, directory mode; without, user-documents mode (with `relay_access`,
+        only users whose own relay settings the relay accepted are rung)."""
         self.client = client
         self.tenants = tenants
+        self.relay_access = relay_access
         self.pool = pool
         self.region = region
         self.cache_seconds = cache_seconds
@@ -128,6 +132,9 @@ class FirestoreDirectory:
             matched = self._members_claiming(event, selection)
         if not matched:
             return selection
+        # -- relay credentials proof (user-documents mode; functions/adapters/relay_access.py)
+        access = self.relay_access.prefetch(event.relay, self.pool) if self.relay_access else None
+        # --
         user_ids = sorted(matched)
         forward_ids = [
             forward_doc_id(uid, ext.get("extension"))
@@ -137,7 +144,7 @@ class FirestoreDirectory:
         docs_future = self.pool.submit(self._get_docs, user_ids, forward_ids)
         tokens_by_user = self._tokens(user_ids)
         users, settings, forwards = docs_future.result()
-        return select_recipients(
+        selection = select_recipients(
             matched,
             users,
             settings,
@@ -148,6 +155,11 @@ class FirestoreDirectory:
             selection=selection,
             check_relay=self.tenants is None,
         )
+        # -- relay credentials proof: drop users the relay did not accept (relay_access.py)
+        if access is not None:
+            selection = RelayAccessReader.apply(selection, access)
+        # --
+        return selection
 
     def _members_claiming(self, event: CallEvent, selection: Selection) -> dict[str, Doc]:
         """Directory mode: the extensions, claiming the dialled number, of the members a tenant

@@ -4,7 +4,9 @@ Directory mode (the default): `TenantRelayWatcher` listens on `pbx_tenants`, the
 PBX directory; each tenant's `pbx` entries name the relays and their credentials (inline, or a
 Secret Manager version read with the connector's identity). Users' own relay fields are ignored.
 User-documents mode: `UsersRelayWatcher` listens on `users`, whose documents name the relay
-their app connects to (see functions.core.relays).
+their app connects to (see functions.core.relays); every distinct way users name one endpoint is
+a candidate the connector may try (functions.core.relay_candidates), so the settings the relay
+accepts win, not those of whoever sorts first.
 
 Listeners run on the client library's thread; every change hands the full desired set to the
 connector's loop, which starts and stops connections to match: no restart needed.
@@ -21,19 +23,22 @@ from typing import Any
 
 from functions.adapters.secrets import SecretReader, SecretUnavailable
 from functions.adapters.tenant_directory import TenantParser
+from functions.core.relay_candidates import RelayCandidates, relay_candidates
 from functions.core.relays import RelayConfigError, RelaySpec, relay_from_user
 from functions.core.tenancy import TENANTS, Pbx
 from functions.log import fields
 
 log = logging.getLogger("connector.relays")
 
-DesiredRelays = dict[str, RelaySpec]  # endpoint -> how to connect
+# endpoint -> how to connect; in user-documents mode the candidate settings, in order
+DesiredRelays = dict[str, RelaySpec | RelayCandidates]
 
 
 def merge_relays(static: Iterable[RelaySpec], by_user: dict[str, RelaySpec]) -> DesiredRelays:
     """One connection per relay endpoint. When users disagree on how to reach one endpoint
     (scheme or credentials), the static list wins, then the lowest user id: deterministic, so
-    every connector instance picks the same."""
+    every connector instance picks the same. (User-documents mode keeps every user's settings
+    as candidates instead: functions.core.relay_candidates.)"""
     desired: DesiredRelays = {}
     for spec in static:
         desired.setdefault(spec.endpoint, spec)
@@ -103,9 +108,19 @@ class _Watcher:
 
 
 class UsersRelayWatcher(_Watcher):
-    """User-documents mode: the relays the users' own documents name."""
+    """User-documents mode: the relays the users' own documents name, each with its candidate
+    settings (RelayCandidates), PBX_RELAYS' first."""
 
     collection = "users"
+
+    def __init__(
+        self,
+        client: Any,
+        static: Iterable[RelaySpec],
+        on_change: Callable[[DesiredRelays], None],
+    ) -> None:
+        super().__init__(client, static, on_change)
+        self._dropped: dict[str, int] = {}  # endpoint -> users beyond MAX_CANDIDATES, logged
 
     def _apply(self, docs: list[Any]) -> None:
         by_user: dict[str, RelaySpec] = {}
@@ -120,7 +135,18 @@ class UsersRelayWatcher(_Watcher):
                 continue
             if spec is not None:
                 by_user[snap.id] = spec
-        self.on_change(merge_relays(self.static, by_user))
+        desired = relay_candidates(self.static, by_user)
+        for endpoint, relay in desired.items():
+            dropped = len(relay.dropped_users)
+            if dropped and dropped != self._dropped.get(endpoint, 0):
+                log.warning(
+                    "relay named in too many different ways; the rest are never tried",
+                    extra=fields(
+                        relay=endpoint, tried=len(relay.candidates), unproven_users=dropped
+                    ),
+                )
+            self._dropped[endpoint] = dropped
+        self.on_change(desired)
 
 
 SECRET_RETRY_SECONDS = 60.0

@@ -92,6 +92,8 @@ def status_document(report: dict[str, Any], instance: str) -> dict[str, Any]:
         "lastError": report["last_error"],
         # why the address policy refuses to connect (state "refused"), else None
         "refusedReason": refused_reason(report),
+        # user-documents mode: users whose own relay settings the relay refused (relay_access)
+        "refusedUsers": report.get("refused_users"),
         "pbxLink": report["pbx_link"],
         "connects": report["connects"],
         "activeCalls": report["active_calls"],

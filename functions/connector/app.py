@@ -15,6 +15,7 @@ from typing import Any
 
 from functions.adapters.event_publishers import EventPublisher
 from functions.adapters.health_server import HealthServer
+from functions.adapters.relay_access import write_access
 from functions.adapters.relay_client import RelayClient
 from functions.adapters.relay_directory import (
     DesiredRelays,
@@ -28,6 +29,7 @@ from functions.adapters.secrets import SecretManagerReader, SecretReader
 from functions.connector.ingest import RelayIngest
 from functions.core.call_event import CallEvent
 from functions.core.call_tracker import CallTracker
+from functions.core.relay_candidates import RelayAccess, RelayCandidates, relay_candidates
 from functions.core.relays import RelaySpec, relay_from_url
 from functions.log import fields
 from functions.settings import Settings
@@ -45,6 +47,7 @@ class RelayRuntime:
     client: RelayClient
     ingest: RelayIngest
     task: asyncio.Task[None]
+    candidates: RelayCandidates | None = None  # user-documents mode: the settings to try
 
     def fingerprint(self) -> tuple[object, ...]:
         """Changes whenever the relay's status report would (every frame counts; a state set
@@ -59,6 +62,7 @@ class RelayRuntime:
             status.last_error,
             stats.frames,
             self.ingest.tracker.active_calls,
+            len(self.client.results),  # user-documents mode: what the relay said of whom
         )
 
 
@@ -101,12 +105,16 @@ class Connector:
         self._watcher: TenantRelayWatcher | UsersRelayWatcher | None = None
         self.secrets: SecretReader = secrets or SecretManagerReader()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # user-documents mode: per endpoint, the relay_access last recorded, and a write lock
+        self._access: dict[str, RelayAccess] = {}
+        self._access_locks: dict[str, asyncio.Lock] = {}
+        self._refused_logged: dict[str, frozenset[str]] = {}  # one WARNING per change
 
     async def run(self, stop: asyncio.Event, *, host: str = "0.0.0.0") -> None:
         self._loop = asyncio.get_running_loop()
         self.health_port = await self.health.start(host, self.settings.port)
         log.info("connector started", extra=fields(health_port=self.health_port))
-        self.apply(merge_relays(self.static, {}))
+        self.apply(self._initial_relays())
         background = [asyncio.create_task(self._sweep_forever(), name="expire calls")]
         if self.keeper is not None:
             background.append(
@@ -126,6 +134,14 @@ class Connector:
             for task in background:
                 task.cancel()
             await self.shutdown()
+
+    def _user_documents(self) -> bool:
+        return self.settings.tenancy == "user_documents" and self.firestore_client is not None
+
+    def _initial_relays(self) -> DesiredRelays:
+        if self._user_documents():  # the same shape the users watcher will send
+            return dict(relay_candidates(self.static, {}))
+        return merge_relays(self.static, {})
 
     def _relay_watcher(self) -> TenantRelayWatcher | UsersRelayWatcher:
         """Who names the relays: the PBX directory (default), or the users' own documents."""
@@ -147,7 +163,15 @@ class Connector:
         """Match the relays read to the desired set; with leases, only the ones held."""
         self.desired = dict(desired)
         for endpoint in list(self.relays):
-            if endpoint not in desired or desired[endpoint] != self.relays[endpoint].spec:
+            runtime, wanted = self.relays[endpoint], desired.get(endpoint)
+            if isinstance(wanted, RelayCandidates) and runtime.candidates is not None:
+                # user-documents mode: other users' settings change what is tried, not the
+                # connection that is up
+                if wanted != runtime.candidates:
+                    runtime.candidates = wanted
+                    runtime.client.update_candidates(wanted)
+                continue
+            if wanted is None or wanted != runtime.spec:
                 self._stop(endpoint)
         held = self.keeper.held if self.keeper is not None else desired
         for endpoint, spec in desired.items():
@@ -171,11 +195,14 @@ class Connector:
 
     def _stop(self, endpoint: str) -> None:
         runtime = self.relays.pop(endpoint, None)
+        self._access.pop(endpoint, None)  # another instance may write it meanwhile
         if runtime is not None:
             runtime.task.cancel()
             log.info("relay released", extra=fields(relay=runtime.spec.url))
 
-    def _start(self, spec: RelaySpec) -> RelayRuntime:
+    def _start(self, wanted: RelaySpec | RelayCandidates) -> RelayRuntime:
+        candidates = wanted if isinstance(wanted, RelayCandidates) else None
+        spec = wanted.spec if isinstance(wanted, RelayCandidates) else wanted
         tracker = CallTracker(spec.endpoint, self.settings.trunk_context_prefixes)
         ingest = RelayIngest(spec.endpoint, tracker, self.settings.max_frame_bytes)
 
@@ -184,10 +211,44 @@ class Connector:
             ingest.on_frame,
             self._publish_all,
             allowed_networks=self.settings.relay_allowed_networks,  # the address policy's
+            candidates=candidates,
+            on_access=self._access_recorder(spec.endpoint) if candidates else None,
         )
         task = asyncio.create_task(client.run(), name=f"relay {spec.endpoint}")
         log.info("relay watched", extra=fields(relay=spec.url))
-        return RelayRuntime(spec, client, ingest, task)
+        return RelayRuntime(spec, client, ingest, task, candidates)
+
+    def _access_recorder(self, endpoint: str) -> Any:
+        """User-documents mode: what the relay said of whose settings, to relay_access (read by
+        the notifier) and, for refusals, one WARNING line per change. User ids only."""
+
+        async def record(access: RelayAccess) -> None:
+            lock = self._access_locks.setdefault(endpoint, asyncio.Lock())
+            async with lock:
+                last = self._access.get(endpoint)
+                if last == access:
+                    return
+                runtime = self.relays.get(endpoint)
+                url = runtime.client.spec.url if runtime is not None else endpoint
+                changed = self._refused_logged.get(endpoint, frozenset()) != access.refused
+                self._refused_logged[endpoint] = access.refused
+                if changed and access.refused:
+                    log.warning(
+                        "relay refused users' relay settings; they are not rung from it",
+                        extra=fields(
+                            relay=url,
+                            refused_users=sorted(access.refused),
+                            refused=len(access.refused),
+                            accepted=len(access.users),
+                            open=access.open,
+                        ),
+                    )
+                await asyncio.to_thread(
+                    write_access, self.firestore_client, endpoint, url, access, self.instance
+                )
+                self._access[endpoint] = access
+
+        return record
 
     async def _publish_all(self, events: Sequence[CallEvent]) -> None:
         for event in events:
@@ -243,14 +304,25 @@ class Connector:
 
     @staticmethod
     def relay_report(rt: RelayRuntime) -> dict[str, Any]:
+        access = rt.client.access()  # user-documents mode only
         return {
-            "relay": rt.spec.url,
+            "relay": rt.client.spec.url,
             "state": rt.client.status.state,
             "since": rt.client.status.since,
             "connects": rt.client.status.connects,
             "last_error": rt.client.status.last_error,
             "active_calls": rt.ingest.tracker.active_calls,
             **rt.ingest.stats.as_dict(),
+            **(
+                {
+                    "refused_users": len(access.refused),
+                    "accepted_users": len(access.users),
+                    "unproven_users": len(access.unproven),
+                    "open": access.open,
+                }
+                if access is not None
+                else {}
+            ),
         }
 
     def health_report(self) -> tuple[int, dict[str, Any]]:

@@ -17,6 +17,7 @@ from functions.adapters.fcm_sender import FcmSender, init_firebase_app
 from functions.adapters.firestore_directory import FirestoreDirectory
 from functions.adapters.history_store import HistoryStore
 from functions.adapters.ledger_store import LedgerStore
+from functions.adapters.relay_access import RelayAccessReader
 from functions.adapters.tenant_directory import TenantDirectory
 from functions.core.call_event import CallEvent, InvalidCallEvent, parse_call_event
 from functions.log import configure_logging, fields
@@ -50,6 +51,11 @@ def build_notifier(settings: Settings) -> Notifier:
                     max_age=settings.tenant_cache_seconds,
                 )
                 if settings.tenancy == "directory"
+                else None
+            ),
+            relay_access=(  # user-documents mode: only users whose relay settings were accepted
+                RelayAccessReader(client, settings.recipient_cache_seconds)
+                if settings.tenancy == "user_documents"
                 else None
             ),
         ),

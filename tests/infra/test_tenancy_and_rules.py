@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from functions.adapters.ledger_store import LEDGER
+from functions.adapters.relay_access import RELAY_ACCESS
 from functions.adapters.relay_status import RELAY_STATUS
 from functions.core.lease import INSTANCES, LEASES
 from functions.core.tenancy import TENANTS
@@ -34,7 +35,7 @@ RULESET = ("google_firebaserules_ruleset", "firestore")
 RELEASE = ("google_firebaserules_release", "firestore")
 RELAY_SECRETS = ("google_secret_manager_secret_iam_member", "connector_relay_credentials")
 MANAGED_COUNT = "${var.manage_firestore_rules ? 1 : 0}"
-BACKEND_COLLECTIONS = {TENANTS, LEDGER, LEASES, RELAY_STATUS, INSTANCES}
+BACKEND_COLLECTIONS = {TENANTS, LEDGER, LEASES, RELAY_STATUS, INSTANCES, RELAY_ACCESS}
 
 TERRAFORM = shutil.which("terraform")
 needs_terraform = pytest.mark.skipif(

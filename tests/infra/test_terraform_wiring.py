@@ -450,6 +450,7 @@ def test_backend_rules_excerpt_closes_the_backend_collections() -> None:
         "relay_status",
         "relay_leases",
         "connector_instances",
+        "relay_access",
     }
     for app_collection in ("users", "my_extensions", "fcm_tokens", "call_history"):
         assert f"match /{app_collection}/" not in rules

@@ -63,6 +63,7 @@ BACKEND_DOCS = [
     "relay_leases/lease1/takeovers/marker1",
     "relay_status/status1",
     "connector_instances/session1",
+    "relay_access/relay1",
 ]
 
 # A few fields the app's documents really have, so that rows look like the app's writes.
@@ -580,7 +581,7 @@ LOOSENINGS = [
     Loosening("default rule open to signed-in users (the merge trap)", "match /{document=**} {",
               CLOSED, "allow read, write: if signedIn();",
               ("default", "pbx_tenants", "push_dedupe", "relay_leases", "relay_status",
-               "connector_instances")),
+               "connector_instances", "relay_access")),
 ]  # fmt: skip
 
 

@@ -278,16 +278,18 @@ def test_directory_changes_apply_to_calls_within_the_copys_age(db, fcm, director
 
 
 @contextlib.asynccontextmanager
-async def directory_connector(db, notifier) -> AsyncIterator[Connector]:
+async def running_connector(db, notifier, **env: str) -> AsyncIterator[Connector]:
+    """A connector reading Firestore `db`, pushing straight to `notifier`, loopback relays
+    allowed; `env` adds settings (TENANCY unset = directory)."""
     settings = load_settings(
         {
             "GOOGLE_CLOUD_PROJECT": PROJECT,
             "CALL_EVENTS_PUSH_URL": notifier.url,
             "PORT": "0",
             **LOOPBACK_RELAYS,
+            **env,
         }
     )
-    assert settings.tenancy == "directory"  # the default
     conn = Connector(settings, PushPublisher(notifier.url, PROJECT, settings.topic_id), db)
     stop = asyncio.Event()
     task = asyncio.create_task(conn.run(stop, host="127.0.0.1"))
@@ -296,6 +298,10 @@ async def directory_connector(db, notifier) -> AsyncIterator[Connector]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+def directory_connector(db, notifier) -> contextlib.AbstractAsyncContextManager[Connector]:
+    return running_connector(db, notifier)  # TENANCY unset: the default, directory mode
 
 
 @pytest.fixture
