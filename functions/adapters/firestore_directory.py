@@ -5,7 +5,10 @@ Directory mode (the default): the PBX directory (`pbx_tenants`, a cached copy, s
 tenant_directory.py) names the members who may be rung for a call from this PBX to this number;
 only their `my_extensions` are read (`userId in` the members, 30 per query), and each
 `accountCode` is compared to the dialled number as a normalized number, whatever its spelling.
-User-documents mode: the `my_extensions` query on the dialled number's common spellings.
+User-documents mode: once the connector has recorded the relay's `relay_access` (whose relay
+settings it accepted), the `my_extensions` of those users, compared as normalized numbers the
+same way; before that (a relay no connector has written it for yet), a query on the dialled
+number's common spellings.
 Then the users' documents (users, settings, forwarding; one batched get) and their `fcm_tokens`
 (one `in` query per 30 users), in parallel.
 """
@@ -34,6 +37,7 @@ from functions.core.recipients import (
     matching_extensions,
     select_recipients,
 )
+from functions.core.relay_candidates import RelayAccess
 
 USERS = "users"
 EXTENSIONS = "my_extensions"
@@ -120,7 +124,16 @@ class FirestoreDirectory:
 
     def _lookup(self, event: CallEvent) -> Selection:
         selection = Selection()
-        if self.tenants is None:
+        # -- relay credentials proof (user-documents mode; functions/adapters/relay_access.py)
+        access = self.relay_access.prefetch(event.relay, self.pool) if self.relay_access else None
+        # --
+        if self.tenants is not None:
+            matched = self._members_claiming(event, selection)
+        elif access is not None and (known := access.result()) is not None:
+            matched = self._relay_users_claiming(event, known, selection)
+        else:
+            # no relay_access record yet (a connector from before it, or none at all): the
+            # number's common spellings, the one place a list of spellings is still used
             query = self.client.collection(EXTENSIONS).where(
                 filter=FieldFilter(
                     "accountCode", "in", spellings(event.dialled_number, self.region)
@@ -128,13 +141,8 @@ class FirestoreDirectory:
             )
             extensions = [(snap.id, snap.to_dict() or {}) for snap in query.stream()]
             matched = matching_extensions(extensions, event.dialled_number, self.region, selection)
-        else:
-            matched = self._members_claiming(event, selection)
         if not matched:
             return selection
-        # -- relay credentials proof (user-documents mode; functions/adapters/relay_access.py)
-        access = self.relay_access.prefetch(event.relay, self.pool) if self.relay_access else None
-        # --
         user_ids = sorted(matched)
         forward_ids = [
             forward_doc_id(uid, ext.get("extension"))
@@ -175,13 +183,33 @@ class FirestoreDirectory:
             if not candidates.tenants and not candidates.skipped:
                 selection.skipped.append(Skip(event.call_key, "no_tenant_for_pbx_and_number"))
             return {}
+        extensions = self._extensions_of(candidates.users)
+        return matching_extensions(extensions, number, self.region, selection, candidates.users)
+
+    def _relay_users_claiming(
+        self, event: CallEvent, access: RelayAccess, selection: Selection
+    ) -> dict[str, Doc]:
+        """User-documents mode with the relay's relay_access record: the extensions, claiming
+        the dialled number (compared as E.164, whatever its spelling), of the users who name
+        this relay. Users naming other relays are not even read."""
+        number = e164(event.dialled_number, self.region)
+        if number is None:
+            selection.skipped.append(Skip(event.call_key, "dialled_number_not_a_phone_number"))
+            return {}
+        # everyone naming the relay: those it did not accept are skipped afterwards, with why
+        users = access.users | access.refused | access.unproven
+        extensions = self._extensions_of(users)
+        return matching_extensions(extensions, number, self.region, selection, frozenset(users))
+
+    def _extensions_of(self, user_ids: Iterable[str]) -> list[tuple[str, Doc]]:
+        """Every `my_extensions` document of these users (`userId in`, 30 per query)."""
         extensions: list[tuple[str, Doc]] = []
-        for chunk in _chunks(sorted(candidates.users), IN_LIMIT):
+        for chunk in _chunks(sorted(user_ids), IN_LIMIT):
             query = self.client.collection(EXTENSIONS).where(
                 filter=FieldFilter("userId", "in", list(chunk))
             )
             extensions += [(snap.id, snap.to_dict() or {}) for snap in query.stream()]
-        return matching_extensions(extensions, number, self.region, selection, candidates.users)
+        return extensions
 
     def _get_docs(
         self, user_ids: list[str], forward_ids: list[str]

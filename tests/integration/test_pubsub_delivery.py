@@ -330,6 +330,8 @@ async def test_closing_publishes_a_calls_queued_events_not_only_its_first_batch(
         await asyncio.wait_for(closing, 20)
     finally:
         proxy.close()
+    # the counters move in the client's callback threads, just after the futures resolve
+    await asyncio.to_thread(eventually, lambda: publisher.published + publisher.failed == 2, 10)
     assert (publisher.published, publisher.failed) == (2, 0)
     got: list[dict] = []
 

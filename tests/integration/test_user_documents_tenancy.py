@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from devtools.demo_data import seed_frame
 from devtools.demo_relay import DemoRelay
@@ -240,5 +241,26 @@ async def test_a_colleagues_wrong_ssl_setting_does_not_cut_the_company_off(db, f
             assert await ring_through(relay, fcm, "u.ssl", {"tok-kim"}) == {"tok-kim"}
             doc = await access_doc(db, relay, lambda d: d["users"])
             assert doc["users"] == ["kim"] and doc["unproven"] == ["aaa-lee"]
+    finally:
+        await relay.stop()
+
+
+@pytest.mark.parametrize(
+    "account_code", ["(070) 4514 4801", "+82 (0)70 4514 4801", "070 4514-4801"]
+)
+async def test_any_spelling_of_the_number_rings_in_user_documents_mode_too(
+    db, fcm, notifier, account_code
+):
+    """Spellings outside the common-spellings list: with the relay's relay_access known, the
+    users naming it are read and their numbers compared as E.164."""
+    relay = await DemoRelay().start()
+    try:
+        people(db, relay.port, {"kim": {}})
+        db.collection("my_extensions").document("e-kim").update({"accountCode": account_code})
+        async with user_documents_connector(db, notifier) as conn:
+            await asyncio.to_thread(eventually, lambda: connected(conn, relay), 10)
+            await access_doc(db, relay, lambda d: d["open"])
+            linkedid = f"u.spelling.{abs(hash(account_code))}"
+            assert await ring_through(relay, fcm, linkedid, {"tok-kim"}) == {"tok-kim"}
     finally:
         await relay.stop()
