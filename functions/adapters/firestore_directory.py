@@ -5,10 +5,9 @@ Directory mode (the default): the PBX directory (`pbx_tenants`, a cached copy, s
 tenant_directory.py) names the members who may be rung for a call from this PBX to this number;
 only their `my_extensions` are read (`userId in` the members, 30 per query), and each
 `accountCode` is compared to the dialled number as a normalized number, whatever its spelling.
-User-documents mode: once the connector has recorded the relay's `relay_access` (whose relay
-settings it accepted), the `my_extensions` of those users, compared as normalized numbers the
-same way; before that (a relay no connector has written it for yet), a query on the dialled
-number's common spellings.
+User-documents mode: the relay's `relay_access` record (written by the connector: which users
+name the relay, and whose settings it accepted) gives the users; their `my_extensions` are
+compared as normalized numbers the same way. A relay without a record rings nobody.
 Then the users' documents (users, settings, forwarding; one batched get) and their `fcm_tokens`
 (one `in` query per 30 users), in parallel.
 """
@@ -28,7 +27,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from functions.adapters.relay_access import RelayAccessReader
 from functions.adapters.tenant_directory import TenantDirectory
 from functions.core.call_event import CallEvent
-from functions.core.numbers import e164, normalize, spellings
+from functions.core.numbers import e164, normalize
 from functions.core.recipients import (
     Doc,
     Selection,
@@ -71,10 +70,13 @@ class FirestoreDirectory:
         tenants: TenantDirectory | None = None,
         relay_access: RelayAccessReader | None = None,
     ) -> None:
-        """With `tenants`, directory mode; without, user-documents mode (with `relay_access`,
-        only users whose own relay settings the relay accepted are rung)."""
+        """With `tenants`, directory mode; without, user-documents mode, where `relay_access`
+        (by default a reader caching for `cache_seconds`) says who names each relay and whose
+        own relay settings it accepted: only they are rung."""
         self.client = client
         self.tenants = tenants
+        if tenants is None and relay_access is None:
+            relay_access = RelayAccessReader(client, cache_seconds)
         self.relay_access = relay_access
         self.pool = pool
         self.region = region
@@ -132,15 +134,11 @@ class FirestoreDirectory:
         elif access is not None and (known := access.result()) is not None:
             matched = self._relay_users_claiming(event, known, selection)
         else:
-            # no relay_access record yet (a connector from before it, or none at all): the
-            # number's common spellings, the one place a list of spellings is still used
-            query = self.client.collection(EXTENSIONS).where(
-                filter=FieldFilter(
-                    "accountCode", "in", spellings(event.dialled_number, self.region)
-                )
-            )
-            extensions = [(snap.id, snap.to_dict() or {}) for snap in query.stream()]
-            matched = matching_extensions(extensions, event.dialled_number, self.region, selection)
+            # No connector has said who may use this relay: nobody is rung from it. (The
+            # connector records relay_access before it reads a relay's first frame; deploy it
+            # before a notifier of this version.)
+            selection.skipped.append(Skip(event.call_key, "relay_not_recorded"))
+            return selection
         if not matched:
             return selection
         user_ids = sorted(matched)

@@ -1,5 +1,5 @@
-"""Phone-number normalization with `phonenumbers`: one canonical form per number, and the
-spellings an admin may have typed, for an indexed Firestore `in` query.
+"""Phone-number normalization with `phonenumbers`: one canonical form per number, whatever the
+spelling a person typed (numbers are always compared normalized, never as spellings).
 
 "010-1234-5678", "+82-10-1234-5678" and "01012345678" are the same number: all normalize to
 E.164 "+821012345678". Short internal numbers ("1010") that are not phone numbers normalize to
@@ -12,8 +12,6 @@ from functools import lru_cache
 
 import phonenumbers
 from phonenumbers import PhoneNumberFormat
-
-MAX_QUERY_VARIANTS = 30  # Firestore's limit for an `in` filter
 
 
 def _digits(text: str) -> str:
@@ -58,34 +56,3 @@ def e164(number: str, region: str = "KR") -> str | None:
 def same_number(a: str, b: str, region: str = "KR") -> bool:
     na, nb = normalize(a, region), normalize(b, region)
     return bool(na) and na == nb
-
-
-def spellings(number: str, region: str = "KR") -> list[str]:
-    """Ways the same number is commonly written, the given spelling first (at most 30)."""
-    out: list[str] = []
-
-    def add(value: str) -> None:
-        if value and value not in out and len(out) < MAX_QUERY_VARIANTS:
-            out.append(value)
-
-    add(number)
-    add(number.strip())
-    add(_digits(number))
-    parsed = _parse(number, region)
-    if parsed is not None:
-        e164 = phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
-        national = phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL)
-        international = phonenumbers.format_number(parsed, PhoneNumberFormat.INTERNATIONAL)
-        add(e164)
-        add(e164[1:])
-        add(_digits(national))
-        for text in (national, international):
-            add(text)
-            add(text.replace("-", " "))
-            add(text.replace(" ", "-"))
-            add(text.replace("-", "").replace(" ", ""))
-            add(text.replace("-", ".").replace(" ", "."))
-        cc = str(parsed.country_code)
-        add("00" + e164[1:])
-        add(f"+{cc}-" + international.split(" ", 1)[-1].replace(" ", "-"))
-    return out

@@ -145,8 +145,8 @@ def access_of(relay: RelayCandidates, results: Results) -> RelayAccess:
 
 
 def access_skip_reason(access: RelayAccess | None, user_id: str) -> str:
-    """Why a user naming the relay is not rung from it, or "". No record at all (a connector
-    from before relay_access, or one that could not write it): rung as before."""
+    """Why a user naming the relay is not rung from it, or "". (A relay with no record at all
+    rings nobody; the notifier stops before this: firestore_directory.py.)"""
     if access is None or access.open or user_id in access.users:
         return ""
     if user_id in access.refused:

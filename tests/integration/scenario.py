@@ -94,7 +94,18 @@ def company(relay_port: int, other_relay_port: int) -> dict[str, dict[str, dict[
         "call_forward_info": {
             "kim_1010": {"isEnabled": True, "destinationNumber": "010-9876-5432"}
         },
+        # what a connector records for these relays (user-documents mode): open relays, so
+        # everyone naming one may be rung from it; tests without a connector need it too
+        "relay_access": {
+            f"127.0.0.1:{relay_port}": relay_access(["kim", "lee", "park", "jung", "choi", "oh"]),
+            f"127.0.0.1:{other_relay_port}": relay_access(["han"]),
+        },
     }
+
+
+def relay_access(users: list[str], *, open_relay: bool = True) -> dict[str, Any]:
+    """A relay_access document as the connector writes it (functions/adapters/relay_access.py)."""
+    return {"users": sorted(users), "refused": [], "unproven": [], "open": open_relay}
 
 
 EXPECTED_TOKENS = {"tok-kim-android", "tok-kim-ios", "tok-lee"}

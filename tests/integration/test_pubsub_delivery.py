@@ -324,7 +324,9 @@ async def test_closing_publishes_a_calls_queued_events_not_only_its_first_batch(
         await publisher.publish(ring)
         await asyncio.to_thread(eventually, lambda: proxy.refused >= 1, 10)  # batch 1 retrying
         await publisher.publish(replace(ring, kind=Kind.ANSWERED, answered_by="1010"))
-        closing = asyncio.create_task(publisher.close())  # SIGTERM now
+        # SIGTERM now; a longer wait than the connector's, so that the client's reconnect
+        # backoff on a busy machine cannot decide the test
+        closing = asyncio.create_task(publisher.close(timeout=15))
         await asyncio.sleep(0.5)
         proxy.open.set()  # Pub/Sub answers again while the connector shuts down
         await asyncio.wait_for(closing, 20)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -22,8 +23,9 @@ from devtools.demo_data import seed_frame
 from devtools.demo_relay import DemoRelay
 from functions.adapters.relay_access import RELAY_ACCESS
 from functions.connector.app import Connector
-from tests.integration.scenario import device, user, write
+from tests.integration.scenario import company, device, relay_access, user, write
 from tests.integration.test_lifecycle_notifier import deliver
+from tests.integration.test_lifecycle_notifier import ringing as lifecycle_ringing
 from tests.integration.test_tenancy import extension, ringing, rung, running_connector
 from tests.support import USER_DOCUMENTS, eventually
 
@@ -264,3 +266,17 @@ async def test_any_spelling_of_the_number_rings_in_user_documents_mode_too(
             assert await ring_through(relay, fcm, linkedid, {"tok-kim"}) == {"tok-kim"}
     finally:
         await relay.stop()
+
+
+def test_a_relay_no_connector_has_recorded_rings_nobody(db, fcm, notifier):
+    """Without the relay's relay_access record nobody has shown whose settings it accepts:
+    fail closed (a connector records it before it reads the relay's first frame)."""
+    docs = company(7301, 1)
+    del docs["relay_access"]
+    write(db, docs)
+    line = deliver(notifier, replace(lifecycle_ringing("u.unrecorded"), relay="127.0.0.1:7301"))
+    assert rung(fcm, "u.unrecorded") == set()
+    assert line["skipped"] == {"relay_not_recorded": 1}
+    write(db, {"relay_access": {"127.0.0.1:7301": relay_access(["kim", "lee"])}})
+    deliver(notifier, replace(lifecycle_ringing("u.recorded"), relay="127.0.0.1:7301"))
+    assert rung(fcm, "u.recorded") == {"tok-kim-android", "tok-kim-ios", "tok-lee"}
