@@ -19,6 +19,7 @@ import base64
 import binascii
 import json
 import signal
+import ssl
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 
@@ -54,11 +55,16 @@ def basic_auth_of(headers: Mapping[str, str]) -> tuple[str, str] | None:
 
 class DemoRelay:
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, credentials: tuple[str, str] | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        credentials: tuple[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.credentials = credentials
+        self.ssl_context = ssl_context  # wss:// (a TLS proxy in front of amiws, as deployed)
         self.refused = 0  # upgrades refused for missing or wrong credentials
         self.clients: set[ServerConnection] = set()
         self.received: list[bytes] = []
@@ -68,11 +74,16 @@ class DemoRelay:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+        return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}"
 
     async def start(self) -> DemoRelay:
         self._server = await serve(
-            self._handler, self.host, self.port, max_size=None, process_request=self._record
+            self._handler,
+            self.host,
+            self.port,
+            max_size=None,
+            process_request=self._record,
+            ssl=self.ssl_context,
         )
         self.port = self._server.sockets[0].getsockname()[1]  # type: ignore[index]
         return self

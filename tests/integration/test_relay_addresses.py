@@ -419,3 +419,90 @@ async def test_a_relay_cannot_redirect_the_connector_to_another_address(dns, str
         await counter.close()
     assert counter.accepted == 0 and stray == []
     assert "not followed" in error
+
+
+def _tls_files(tmp_path, name: str) -> tuple[str, str, str]:
+    """A test CA and a server certificate for `name` (files: ca, cert, key)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def write(path, data: bytes) -> str:
+        path.write_bytes(data)
+        return str(path)
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "makecall test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return (
+        write(tmp_path / "ca.pem", ca.public_bytes(pem)),
+        write(tmp_path / f"{name}.pem", cert.public_bytes(pem)),
+        write(tmp_path / f"{name}.key", key_pem),
+    )
+
+
+@pytest.mark.parametrize(
+    ("certificate_for", "connects"), [("pbx.tls.test", True), ("someone-else.test", False)]
+)
+async def test_tls_still_verifies_the_relays_name_on_the_checked_address(
+    dns, stray, tmp_path, monkeypatch, certificate_for, connects
+):
+    """The connection goes to the checked IP, but TLS verifies the certificate against the
+    relay's NAME: a relay (or whoever answers on that address) without a certificate for it
+    is not spoken to."""
+    import ssl
+
+    ca, cert, key = _tls_files(tmp_path, certificate_for)
+    monkeypatch.setenv("SSL_CERT_FILE", ca)  # the client's default context trusts the test CA
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    relay = await DemoRelay(host="127.0.0.2", ssl_context=server).start()
+    dns.answer("pbx.tls.test", ["127.0.0.2"])
+    url = f"wss://pbx.tls.test:{relay.port}"
+    try:
+        async with running_connector([url]) as (connector, _publisher):
+            runtime = await until(lambda: connector.relays.get(f"pbx.tls.test:{relay.port}"), 10)
+            if connects:
+                await relay.wait_for_clients(1, timeout=10)
+                await until(lambda: runtime.client.status.state == "connected", 10)
+                assert relay.handshakes[-1].get("Host") == f"pbx.tls.test:{relay.port}"
+            else:
+                await until(lambda: runtime.client.status.last_error, 10)
+                await asyncio.sleep(1.0)
+                assert relay.clients == set() and relay.handshakes == []
+                assert "CERTIFICATE_VERIFY_FAILED" in runtime.client.status.last_error or (
+                    "certificate" in runtime.client.status.last_error.lower()
+                )
+    finally:
+        await relay.stop()
+    assert stray == []
