@@ -13,7 +13,7 @@ import logging
 import threading
 import uuid
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from functions.core.call_event import CallEvent
 from functions.log import fields
@@ -31,19 +31,25 @@ class EventPublisher(Protocol):
     async def close(self) -> None: ...
 
 
+def _ordered_client() -> Any:
+    from google.cloud import pubsub_v1
+    from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
+
+    return pubsub_v1.PublisherClient(
+        # A ringing call cannot wait for a batch to fill: flush after 1 ms.
+        batch_settings=BatchSettings(max_messages=100, max_latency=0.001),
+        publisher_options=PublisherOptions(enable_message_ordering=True),
+    )
+
+
 class PubSubPublisher:
     """google-cloud-pubsub with message ordering; honours PUBSUB_EMULATOR_HOST like the library."""
 
-    def __init__(self, topic_path: str) -> None:
-        from google.cloud import pubsub_v1
-        from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
-
+    def __init__(self, topic_path: str, client: Any = None) -> None:
+        """`client`: a google-cloud-pubsub PublisherClient (made here with ordering on when
+        not given)."""
         self.topic_path = topic_path
-        self.client = pubsub_v1.PublisherClient(
-            # A ringing call cannot wait for a batch to fill: flush after 1 ms.
-            batch_settings=BatchSettings(max_messages=100, max_latency=0.001),
-            publisher_options=PublisherOptions(enable_message_ordering=True),
-        )
+        self.client = client or _ordered_client()
         self.published = 0
         self.failed = 0
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)

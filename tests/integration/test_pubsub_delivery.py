@@ -308,39 +308,3 @@ async def test_closing_with_a_publish_still_pending_does_not_hang(topic, monkeyp
         assert publisher.published == 0
     finally:
         proxy.close()
-
-
-async def test_closing_publishes_a_calls_queued_events_not_only_its_first_batch(
-    pubsub_emulator, topic, monkeypatch
-):
-    """The client's stop() commits the first batch of an ordering key and cancels the rest: a
-    shutdown right after a ring would lose the call's answered event. close() waits for them."""
-    sub = pubsub_emulator.create_pull_subscription(PROJECT, f"pull-{next(_names)}", topic)
-    proxy = GatedProxy(pubsub_emulator.port)
-    try:
-        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{proxy.port}")
-        publisher = PubSubPublisher(topic)
-        ring = event("ps.close.1")
-        await publisher.publish(ring)
-        await asyncio.to_thread(eventually, lambda: proxy.refused >= 1, 10)  # batch 1 retrying
-        await publisher.publish(replace(ring, kind=Kind.ANSWERED, answered_by="1010"))
-        # SIGTERM now; a longer wait than the connector's, so that the client's reconnect
-        # backoff on a busy machine cannot decide the test
-        closing = asyncio.create_task(publisher.close(timeout=15))
-        await asyncio.sleep(0.5)
-        proxy.open.set()  # Pub/Sub answers again while the connector shuts down
-        await asyncio.wait_for(closing, 20)
-    finally:
-        proxy.close()
-    # the counters move in the client's callback threads, just after the futures resolve
-    await asyncio.to_thread(eventually, lambda: publisher.published + publisher.failed == 2, 10)
-    assert (publisher.published, publisher.failed) == (2, 0)
-    got: list[dict] = []
-
-    def both() -> list[dict]:
-        got.extend(pubsub_emulator.pull(sub))
-        return got if len(got) >= 2 else []
-
-    messages = await asyncio.to_thread(eventually, both, 10)
-    kinds = [parse_call_event(base64.b64decode(m["data"])).kind for m in messages]
-    assert kinds == [Kind.RINGING, Kind.ANSWERED]
