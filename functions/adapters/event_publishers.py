@@ -55,7 +55,9 @@ class PubSubPublisher:
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        # futures not resolved yet; the client resolves them on its own threads
         self._pending: set[concurrent.futures.Future] = set()
+        self._pending_lock = threading.Lock()
 
     async def publish(self, event: CallEvent) -> None:
         await self._slots.acquire()
@@ -63,7 +65,8 @@ class PubSubPublisher:
         future = self.client.publish(
             self.topic_path, event.to_json(), ordering_key=event.call_key, **event.attributes()
         )
-        self._pending.add(future)
+        with self._pending_lock:
+            self._pending.add(future)
         future.add_done_callback(lambda f, e=event: self._done(f, e))
 
     def _done(self, future: object, event: CallEvent) -> None:
@@ -72,7 +75,8 @@ class PubSubPublisher:
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 self._loop.call_soon_threadsafe(self._slots.release)
-        self._pending.discard(future)  # type: ignore[arg-type]
+        with self._pending_lock:
+            self._pending.discard(future)  # type: ignore[arg-type]
         error = future.exception()  # type: ignore[attr-defined]
         if error is None:
             self.published += 1
@@ -98,7 +102,8 @@ class PubSubPublisher:
         stop() alone commits only the first batch of each ordering key and cancels the rest:
         a call's later events would be lost at every shutdown. Events still unpublished after
         the wait count as failed (logged). Never waits on a callback: see _done."""
-        pending = list(self._pending)
+        with self._pending_lock:
+            pending = list(self._pending)
         if pending:
             await asyncio.to_thread(concurrent.futures.wait, pending, timeout)
         self._closing = True

@@ -36,7 +36,7 @@ from functions.core.recipients import (
     matching_extensions,
     select_recipients,
 )
-from functions.core.relay_candidates import RelayAccess
+from functions.core.relay_candidates import RelayAccess, filter_by_access
 
 USERS = "users"
 EXTENSIONS = "my_extensions"
@@ -126,13 +126,14 @@ class FirestoreDirectory:
 
     def _lookup(self, event: CallEvent) -> Selection:
         selection = Selection()
-        # -- relay credentials proof (user-documents mode; functions/adapters/relay_access.py)
-        access = self.relay_access.prefetch(event.relay, self.pool) if self.relay_access else None
-        # --
+        access: RelayAccess | None = None
         if self.tenants is not None:
             matched = self._members_claiming(event, selection)
-        elif access is not None and (known := access.result()) is not None:
-            matched = self._relay_users_claiming(event, known, selection)
+        elif (
+            self.relay_access is not None
+            and (access := self.relay_access.get(event.relay)) is not None
+        ):
+            matched = self._relay_users_claiming(event, access, selection)
         else:
             # No connector has said who may use this relay: nobody is rung from it. (The
             # connector records relay_access before it reads a relay's first frame; deploy it
@@ -161,10 +162,8 @@ class FirestoreDirectory:
             selection=selection,
             check_relay=self.tenants is None,
         )
-        # -- relay credentials proof: drop users the relay did not accept (relay_access.py)
-        if access is not None:
-            selection = RelayAccessReader.apply(selection, access)
-        # --
+        if access is not None:  # user-documents mode: only those whose settings it accepted
+            selection = filter_by_access(selection, access)
         return selection
 
     def _members_claiming(self, event: CallEvent, selection: Selection) -> dict[str, Doc]:

@@ -2,9 +2,6 @@
 
 A minimal HTTP/1.1 responder on asyncio streams; the connector needs nothing more and pulling in
 a web framework would cost start-up time and memory per instance.
-
-Each relay in the report gets `refused_reason`: the address policy's reason when the connector
-refuses to connect to it (state `refused`, functions.core.address_policy), else null.
 """
 
 from __future__ import annotations
@@ -16,23 +13,7 @@ from typing import Any
 
 import orjson
 
-from functions.adapters.relay_address import refused_reason
-
 log = logging.getLogger("connector.health")
-
-
-def with_refusals(body: dict[str, Any]) -> dict[str, Any]:
-    """The report with each relay's `refused_reason` spelled out."""
-    relays = body.get("relays")
-    if not isinstance(relays, list):
-        return body
-    return {
-        **body,
-        "relays": [
-            {**relay, "refused_reason": refused_reason(relay)} if isinstance(relay, dict) else relay
-            for relay in relays
-        ],
-    }
 
 
 class HealthServer:
@@ -53,7 +34,6 @@ class HealthServer:
             path = parts[1] if len(parts) >= 2 else ""
             if parts[:1] == ["GET"] and path.split("?")[0] in ("/healthz", "/"):
                 status, body = self.report()
-                body = with_refusals(body)
             else:
                 status, body = 404, {"error": "not found"}
             payload = orjson.dumps(body, option=orjson.OPT_INDENT_2)

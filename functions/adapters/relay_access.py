@@ -18,13 +18,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 from functions.adapters.relay_status import status_doc_id
-from functions.core.recipients import Selection
-from functions.core.relay_candidates import RelayAccess, filter_by_access
+from functions.core.relay_candidates import RelayAccess
 
 RELAY_ACCESS = "relay_access"
 CACHE_ENTRIES = 10_000
@@ -95,11 +93,3 @@ class RelayAccessReader:
                     self._cache.clear()
                 self._cache[endpoint] = (now, access)
         return access
-
-    def prefetch(self, endpoint: str, pool: ThreadPoolExecutor) -> Future[RelayAccess | None]:
-        """Read alongside the recipients' own lookups, not after them."""
-        return pool.submit(self.get, endpoint)
-
-    @staticmethod
-    def apply(selection: Selection, access: Future[RelayAccess | None]) -> Selection:
-        return filter_by_access(selection, access.result())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,14 +80,3 @@ def refusal_error(refused: Refusal) -> str:
     """The `last_error` of a refused relay: `refused: <reason> (<address or detail>)`."""
     detail = f" ({refused.detail})" if refused.detail else ""
     return f"{_PREFIX}{refused.reason}{detail}"
-
-
-def refused_reason(report: Mapping[str, Any]) -> str | None:
-    """The refusal reason in a relay's health report (functions.connector.app relay_report),
-    None when the relay is not refused. Reads what `refusal_error` wrote."""
-    if report.get("state") != REFUSED_STATE:
-        return None
-    error = str(report.get("last_error") or "")
-    if not error.startswith(_PREFIX):
-        return None
-    return error[len(_PREFIX) :].split(" ", 1)[0] or None

@@ -202,13 +202,14 @@ class TenantRelayWatcher(_Watcher):
             )
         by_endpoint: dict[str, RelaySpec] = {}
         failed = False
-        for endpoint, pbx in index.relays().items():
+        relays = index.relays()
+        for endpoint, pbx in relays.items():
             spec = self._with_credentials(pbx)
             if spec is None:
                 failed = True
             else:
                 by_endpoint[endpoint] = spec
-        uses_secrets = any(pbx.auth_secret for pbx in index.relays().values())
+        uses_secrets = any(pbx.auth_secret for pbx in relays.values())
         if failed:
             self._retry_at = self.clock() + SECRET_RETRY_SECONDS
         elif uses_secrets:

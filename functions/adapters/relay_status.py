@@ -14,7 +14,6 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from functions.adapters.relay_address import refused_reason
 from functions.log import fields
 
 log = logging.getLogger("connector.status")
@@ -91,7 +90,7 @@ def status_document(report: dict[str, Any], instance: str) -> dict[str, Any]:
         "lastEventAt": _ts(report["last_event_at"]),
         "lastError": report["last_error"],
         # why the address policy refuses to connect (state "refused"), else None
-        "refusedReason": refused_reason(report),
+        "refusedReason": report.get("refused_reason"),
         # user-documents mode: users whose own relay settings the relay refused (relay_access)
         "refusedUsers": report.get("refused_users"),
         "pbxLink": report["pbx_link"],

@@ -311,6 +311,8 @@ class Connector:
             "since": rt.client.status.since,
             "connects": rt.client.status.connects,
             "last_error": rt.client.status.last_error,
+            # why the address policy refuses to connect (state "refused"), else None
+            "refused_reason": rt.client.status.refused_reason or None,
             "active_calls": rt.ingest.tracker.active_calls,
             **rt.ingest.stats.as_dict(),
             **(

@@ -144,17 +144,17 @@ def access_of(relay: RelayCandidates, results: Results) -> RelayAccess:
     return RelayAccess(frozenset(users), frozenset(refused), frozenset(unproven), is_open)
 
 
-def access_skip_reason(access: RelayAccess | None, user_id: str) -> str:
+def access_skip_reason(access: RelayAccess, user_id: str) -> str:
     """Why a user naming the relay is not rung from it, or "". (A relay with no record at all
     rings nobody; the notifier stops before this: firestore_directory.py.)"""
-    if access is None or access.open or user_id in access.users:
+    if access.open or user_id in access.users:
         return ""
     if user_id in access.refused:
         return REFUSED
     return UNPROVEN
 
 
-def filter_by_access(selection: Selection, access: RelayAccess | None) -> Selection:
+def filter_by_access(selection: Selection, access: RelayAccess) -> Selection:
     """Drop the recipients the relay did not vouch for, each with its skip reason."""
     kept = []
     for recipient in selection.recipients:

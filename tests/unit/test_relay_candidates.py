@@ -112,10 +112,6 @@ def test_a_relay_that_accepts_no_credentials_is_open_and_everyone_qualifies():
     assert not access_of(relay, {RIGHT_KEY: True, NONE_KEY: False}).open
 
 
-def test_no_record_rings_as_before():
-    assert access_skip_reason(None, "kim") == ""
-
-
 def test_filter_by_access_keeps_the_accepted_and_says_why_for_the_others():
     def recipient(uid: str) -> Recipient:
         return Recipient(uid, "1010", devices=(Device(f"d-{uid}", f"t-{uid}"),))
