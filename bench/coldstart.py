@@ -69,7 +69,7 @@ BARE_IMPORTS = (
 
 
 def _event_request(linkedid: str) -> tuple[dict[str, str], bytes]:
-    from functions.adapters.eventarc_envelope import pubsub_cloudevent
+    from functions.connector.adapters.eventarc_envelope import pubsub_cloudevent
     from functions.core.call_event import CallEvent, Kind
 
     now = time.time()
@@ -250,7 +250,7 @@ def run(quick: bool = False) -> BenchResult:
     result.proposals.append(
         Proposal(
             (BEFORE["handled"] - BEFORE["prototype"]) / BEFORE["handled"],
-            "functions/adapters/fcm_sender.py `init_firebase_app` → firebase-admin "
+            "functions/notifier/adapters/fcm_sender.py `init_firebase_app` → firebase-admin "
             "`messaging._MessagingService.__init__` (run by `_send_through_aiohttp`)",
             f"before adoption: {BEFORE['first_event']:,.0f} ms of the {BEFORE['handled']:,.0f} ms "
             "cold start was the first event; it waits on functions/notifier/app.py `notifier()`'s "

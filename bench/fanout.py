@@ -79,8 +79,8 @@ def _pushes(count: int) -> list[Any]:
 
 def _variant_main(variant: str, fcm_url: str, devices: int, warm: int) -> dict[str, Any]:
     from bench.prototypes import fcm_client_with_limits
-    from functions.adapters.background_loop import BackgroundLoop
-    from functions.adapters.fcm_sender import FcmSender, Outcome, init_firebase_app
+    from functions.notifier.adapters.background_loop import BackgroundLoop
+    from functions.notifier.adapters.fcm_sender import FcmSender, Outcome, init_firebase_app
 
     app = init_firebase_app("bench", fcm_url, name=f"bench-{variant}")
     if variant == "httpx":
@@ -129,7 +129,7 @@ async def _raw_burst(fcm_url: str, bodies: list[bytes]) -> float:
 def _baseline_main(fcm_url: str, devices: int, reps: int) -> dict[str, Any]:
     from firebase_admin import messaging
 
-    from functions.adapters.fcm_sender import to_message
+    from functions.notifier.adapters.fcm_sender import to_message
 
     encode = messaging._MessagingService.encode_message
     bodies = [json.dumps({"message": encode(to_message(p))}).encode() for p in _pushes(devices)]
@@ -256,14 +256,14 @@ def run(quick: bool = False) -> BenchResult:
     for variant, where, change in (
         (
             "httpx",
-            "functions/adapters/fcm_transport.py (firebase-admin's FCM HTTP client)",
+            "functions/notifier/adapters/fcm_transport.py (firebase-admin's FCM HTTP client)",
             "send firebase-admin's FCM requests through aiohttp (C HTTP parser, a pool without "
             "per-request bookkeeping) instead of its httpx client; firebase-admin still builds, "
             "encodes and classifies every message",
         ),
         (
             "httpx-h2c",
-            "functions/adapters/fcm_transport.py, HTTP/2 alternative",
+            "functions/notifier/adapters/fcm_transport.py, HTTP/2 alternative",
             "firebase-admin's httpx client over one multiplexed HTTP/2 connection (its production "
             "shape): measured slower than aiohttp over HTTP/1.1 here (pure-Python h2 framing on "
             "both ends); not adopted",

@@ -24,7 +24,8 @@ from __future__ import annotations
 FINDINGS: list[dict[str, object]] = [
     {
         "rank_hint": 2.5,
-        "where": "functions/adapters/firestore_directory.py `FirestoreDirectory.recipients_for`",
+        "where": "functions/notifier/adapters/firestore_directory.py "
+        "`FirestoreDirectory.recipients_for`",
         "share": "39% of the notifier's wall time per ringing event (35 ms of 89 ms), 3 Firestore "
         "round trips, and about a third of the emulator's CPU per call",
         "change": "cache the directory per (dialled number, relay, server id): keep it fresh with "
@@ -36,7 +37,8 @@ FINDINGS: list[dict[str, object]] = [
     },
     {
         "rank_hint": 1.4,
-        "where": "functions/adapters/ledger_store.py `LedgerStore.claim_ring` / `finish_ring`",
+        "where": "functions/notifier/adapters/ledger_store.py "
+        "`LedgerStore.claim_ring` / `finish_ring`",
         "share": "claim 13% (11 ms, before the pushes), finish 23% (20 ms, after): two "
         "read-modify-write transactions per ringing event",
         "change": "claim with one precondition write (`create()` of the ledger document, "

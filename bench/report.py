@@ -310,7 +310,7 @@ ADOPTED = {
     "pushes 13.4-15.2 ms before the first step, 11.2 ms after (runs of 2026-11-27, npm "
     "emulator).",
     "firebase-admin's FCM HTTP client": "FcmSender sends through AiohttpFcmClient "
-    "(functions/adapters/fcm_transport.py); firebase-admin's httpx client is kept as the "
+    "(functions/notifier/adapters/fcm_transport.py); firebase-admin's httpx client is kept as the "
     "comparison row.",
     "_MessagingService.__init__": "fcm_sender.py `_messaging_service` builds firebase-admin's "
     "messaging service with `_http_client.HttpxAsyncClient` stubbed out, on the production and "
@@ -325,11 +325,13 @@ ADOPTED = {
 
 CHOICES = [
     "Relay leases: one heartbeat document per connector instance instead of renewing every "
-    "relay's lease (functions/adapters/relay_leases.py, docs/leases.md) — py-spy put most of the "
+    "relay's lease (functions/connector/adapters/relay_leases.py, docs/leases.md) — "
+    "py-spy put most of the "
     "idle samples in per-lease renewals; idle CPU with 1,000 relays went from 20.5% of a core "
     "(batched per-lease renewals, run of 2026-11-26 23:53) to under 5% (scale rows above).",
     "relay_status writes: at most twice the even share of a 30 s refresh per 2 s check, most "
-    "overdue first, in commits of 25 with pauses between (functions/adapters/relay_status.py), "
+    "overdue first, in commits of 25 with pauses between "
+    "(functions/connector/adapters/relay_status.py), "
     "and idle relays compared by a fingerprint instead of a full report — with 1,000 relays "
     "the counter refreshes fell due together, ~0.25 ms of CPU each under the GIL stalled the "
     "loop, and scale p99 was 155-224 ms (runs of 2026-11-27 01:17 and 02:43); 9-11 ms after.",

@@ -16,7 +16,8 @@ each relay's websockets server pings every 20 s); then calls at 100/s, each a se
 the next relay in turn, latency = sink arrival − relay send (one machine clock).
 
 Idle cost does not grow with the relays held: relay leases live on one heartbeat document per
-connector instance (functions/adapters/relay_leases.py, docs/leases.md), renewed every 5 s.
+connector instance (functions/connector/adapters/relay_leases.py, docs/leases.md), renewed
+every 5 s.
 
 Baseline: the same relay process and sink, a bare client process (`bare` role): one
 `websockets.connect` per relay with the connector's ping settings, `orjson.loads` per frame and
@@ -251,7 +252,7 @@ def run(quick: bool = False) -> BenchResult:
     from google.cloud import firestore
 
     from devtools.emulators import FirestoreEmulator
-    from functions.adapters.relay_status import RELAY_STATUS
+    from functions.connector.adapters.relay_status import RELAY_STATUS
 
     count = 20 if quick else 1000
     idle_s = 3.0 if quick else 20.0

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from functions.adapters.relay_status import status_doc_id
+from functions.connector.adapters.relay_status import status_doc_id
 from functions.core.relay_candidates import RelayAccess
 
 RELAY_ACCESS = "relay_access"

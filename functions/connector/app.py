@@ -13,19 +13,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from functions.adapters.event_publishers import EventPublisher
-from functions.adapters.health_server import HealthServer
 from functions.adapters.relay_access import write_access
-from functions.adapters.relay_client import RelayClient
-from functions.adapters.relay_directory import (
+from functions.connector.adapters.event_publishers import EventPublisher
+from functions.connector.adapters.health_server import HealthServer
+from functions.connector.adapters.relay_client import RelayClient
+from functions.connector.adapters.relay_directory import (
     DesiredRelays,
     TenantRelayWatcher,
     UsersRelayWatcher,
     merge_relays,
 )
-from functions.adapters.relay_leases import LeaseKeeper, RelayLeases, new_instance_id
-from functions.adapters.relay_status import RelayStatusWriter, plan_status_writes, write_budget
-from functions.adapters.secrets import SecretManagerReader, SecretReader
+from functions.connector.adapters.relay_leases import LeaseKeeper, RelayLeases, new_instance_id
+from functions.connector.adapters.relay_status import (
+    RelayStatusWriter,
+    plan_status_writes,
+    write_budget,
+)
+from functions.connector.adapters.secrets import SecretManagerReader, SecretReader
 from functions.connector.ingest import RelayIngest
 from functions.core.call_event import CallEvent
 from functions.core.call_tracker import CallTracker
@@ -68,7 +72,8 @@ class RelayRuntime:
 
 class Connector:
     """With Firestore, each relay is read by one instance at a time: the holder of its lease
-    (functions.adapters.relay_leases). Without Firestore (PBX_RELAYS only) it reads them all."""
+    (functions.connector.adapters.relay_leases). Without Firestore (PBX_RELAYS only) it reads
+    them all."""
 
     def __init__(
         self,
@@ -368,7 +373,7 @@ class Connector:
 
 
 def build_publisher(settings: Settings) -> EventPublisher:
-    from functions.adapters.event_publishers import PubSubPublisher, PushPublisher
+    from functions.connector.adapters.event_publishers import PubSubPublisher, PushPublisher
 
     if settings.call_events_push_url:
         return PushPublisher(settings.call_events_push_url, settings.project, settings.topic_id)

@@ -1,5 +1,5 @@
 """Relay leases as plain data: which connector instance holds which relay. Pure decisions; the
-Firestore adapter (functions.adapters.relay_leases) runs them inside transactions.
+Firestore adapter (functions.connector.adapters.relay_leases) runs them inside transactions.
 
 Two kinds of record, times in epoch seconds:
 

@@ -1,5 +1,5 @@
 """The per-call delivery ledger: which device got which push, as plain data. Pure transitions;
-the Firestore adapter (functions.adapters.ledger_store) applies them under transactions.
+the Firestore adapter (functions.notifier.adapters.ledger_store) applies them under transactions.
 
 One record per call (`push_dedupe/{call_hash}`), shared by every notifier instance:
 

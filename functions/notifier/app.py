@@ -12,15 +12,15 @@ from typing import Any
 
 from google.cloud import firestore
 
-from functions.adapters.background_loop import BackgroundLoop
-from functions.adapters.fcm_sender import FcmSender, init_firebase_app
-from functions.adapters.firestore_directory import FirestoreDirectory
-from functions.adapters.history_store import HistoryStore
-from functions.adapters.ledger_store import LedgerStore
 from functions.adapters.relay_access import RelayAccessReader
 from functions.adapters.tenant_directory import TenantDirectory
 from functions.core.call_event import CallEvent, InvalidCallEvent, parse_call_event
 from functions.log import configure_logging, fields
+from functions.notifier.adapters.background_loop import BackgroundLoop
+from functions.notifier.adapters.fcm_sender import FcmSender, init_firebase_app
+from functions.notifier.adapters.firestore_directory import FirestoreDirectory
+from functions.notifier.adapters.history_store import HistoryStore
+from functions.notifier.adapters.ledger_store import LedgerStore
 from functions.notifier.service import Notifier, Report
 from functions.settings import Settings, load_settings
 

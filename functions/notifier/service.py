@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from functions.adapters.fcm_sender import Outcome, SendResult
 from functions.core.call_event import CallEvent, Kind
 from functions.core.call_event import Outcome as CallOutcome
 from functions.core.ledger import DeviceRef
@@ -30,6 +29,7 @@ from functions.core.push import (
 )
 from functions.core.recipients import Device, Recipient, Selection
 from functions.log import fields, mask_number, mask_token
+from functions.notifier.adapters.fcm_sender import Outcome, SendResult
 
 log = logging.getLogger("notifier")
 

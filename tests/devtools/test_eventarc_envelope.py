@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cloudevents.http import from_http
 
-from functions.adapters.eventarc_envelope import (
+from functions.connector.adapters.eventarc_envelope import (
     PUBSUB_MESSAGE_PUBLISHED,
     pubsub_cloudevent,
     rfc3339,

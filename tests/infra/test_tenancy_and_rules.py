@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from functions.adapters.ledger_store import LEDGER
 from functions.adapters.relay_access import RELAY_ACCESS
-from functions.adapters.relay_status import RELAY_STATUS
+from functions.connector.adapters.relay_status import RELAY_STATUS
 from functions.core.lease import INSTANCES, LEASES
 from functions.core.tenancy import TENANTS
+from functions.notifier.adapters.ledger_store import LEDGER
 from functions.settings import TENANCY_MODES, load_settings
 
 from .conftest import INFRA, Terraform, load_terraform, one, ref

@@ -16,7 +16,7 @@ from google.cloud import firestore
 from devtools.demo_relay import DemoRelay
 from devtools.emulators import push_endpoint
 from devtools.fake_fcm import FakeFcmServer
-from functions.adapters.event_publishers import PubSubPublisher
+from functions.connector.adapters.event_publishers import PubSubPublisher
 from functions.connector.app import Connector
 from functions.settings import load_settings
 from tests.support import (

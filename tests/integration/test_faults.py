@@ -9,8 +9,8 @@ import time
 import orjson
 import pytest
 
-from functions.adapters import relay_client
-from functions.adapters.relay_status import RELAY_STATUS, status_doc_id
+from functions.connector.adapters import relay_client
+from functions.connector.adapters.relay_status import RELAY_STATUS, status_doc_id
 from tests.corpus import load_events, namespaced
 from tests.integration.scenario import device, user, write
 from tests.integration.test_incoming_call_e2e import runtime_for, settle, wait_pushes

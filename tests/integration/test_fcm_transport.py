@@ -1,4 +1,5 @@
-"""firebase-admin's FCM sends through AiohttpFcmClient (functions/adapters/fcm_transport.py),
+"""firebase-admin's FCM sends through AiohttpFcmClient
+(functions/notifier/adapters/fcm_transport.py),
 against the local FCM HTTP v1 endpoint: a large fan-out arrives whole and intact, the access
 token is refreshed once however many requests wait for it, and every failure of the HTTP layer
 comes back as the outcome the notifier acts on."""
@@ -12,11 +13,11 @@ import google.auth.credentials
 import pytest
 
 from devtools.fake_fcm import FakeFcmServer, Fault
-from functions.adapters.background_loop import BackgroundLoop
-from functions.adapters.fcm_sender import FcmSender, Outcome, init_firebase_app
 from functions.core.call_event import CallEvent, Kind
 from functions.core.push import Push, incoming_push
 from functions.core.recipients import Device, Recipient
+from functions.notifier.adapters.background_loop import BackgroundLoop
+from functions.notifier.adapters.fcm_sender import FcmSender, Outcome, init_firebase_app
 
 
 class CountingToken(google.auth.credentials.Credentials):
@@ -82,7 +83,7 @@ def sender_for(url: str, credential: CountingCredential | None = None, timeout: 
     if credential is not None:
         from firebase_admin import messaging
 
-        from functions.adapters.fcm_transport import AiohttpFcmClient
+        from functions.notifier.adapters.fcm_transport import AiohttpFcmClient
 
         messaging._get_messaging_service(app)._async_client = AiohttpFcmClient(
             credential.get_credential(), timeout=timeout

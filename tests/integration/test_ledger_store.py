@@ -11,9 +11,9 @@ from dataclasses import replace
 
 from google.cloud import firestore
 
-from functions.adapters.ledger_store import LedgerStore
 from functions.core.call_event import CallEvent, Kind
 from functions.core.ledger import DeviceRef
+from functions.notifier.adapters.ledger_store import LedgerStore
 from tests.integration.conftest import PROJECT
 
 DEVICES = [DeviceRef(f"tok-{i}", f"u{i}_d_Android", f"u{i}") for i in range(3)]

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from functions.adapters.eventarc_envelope import pubsub_cloudevent
+from functions.connector.adapters.eventarc_envelope import pubsub_cloudevent
 from functions.core.call_event import CallEvent, Kind
 from tests.integration.conftest import PROJECT
 from tests.integration.scenario import EXPECTED_TOKENS, company, write

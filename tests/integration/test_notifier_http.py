@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from functions.adapters.eventarc_envelope import pubsub_cloudevent
+from functions.connector.adapters.eventarc_envelope import pubsub_cloudevent
 from tests.integration.conftest import PROJECT
 from tests.support import eventually
 

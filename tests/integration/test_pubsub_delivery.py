@@ -23,7 +23,7 @@ import pytest
 
 from devtools.demo_data import seed_frame
 from devtools.emulators import push_endpoint
-from functions.adapters.event_publishers import PubSubPublisher
+from functions.connector.adapters.event_publishers import PubSubPublisher
 from functions.core.call_event import CallEvent, Kind, parse_call_event
 from tests.integration.conftest import PROJECT
 from tests.integration.scenario import EXPECTED_TOKENS, company, write

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from functions.adapters.firestore_directory import FirestoreDirectory
 from functions.core.call_event import CallEvent, Kind
+from functions.notifier.adapters.firestore_directory import FirestoreDirectory
 from tests.integration.scenario import company, write
 
 RELAY_PORT = 7002

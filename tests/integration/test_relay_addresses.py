@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from devtools.demo_relay import DemoRelay
-from functions.adapters import relay_client
-from functions.adapters.relay_status import status_document
+from functions.connector.adapters import relay_client
+from functions.connector.adapters.relay_status import status_document
 from functions.connector.app import Connector
 from functions.core.call_event import Kind
 from functions.core.relays import relay_from_url

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from functions.adapters.relay_directory import UsersRelayWatcher
+from functions.connector.adapters.relay_directory import UsersRelayWatcher
 from tests.support import eventually
 
 

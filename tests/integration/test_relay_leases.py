@@ -15,7 +15,7 @@ import pytest
 from google.api_core import exceptions
 from google.cloud import firestore
 
-from functions.adapters.relay_leases import TAKEOVERS, LeaseKeeper, RelayLeases
+from functions.connector.adapters.relay_leases import TAKEOVERS, LeaseKeeper, RelayLeases
 from functions.core.lease import LEASES, lease_id
 from tests.support import FirestoreEmulator
 

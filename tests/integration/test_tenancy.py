@@ -22,7 +22,7 @@ import pytest
 
 from devtools.demo_data import seed_frame
 from devtools.demo_relay import DemoRelay
-from functions.adapters.event_publishers import PushPublisher
+from functions.connector.adapters.event_publishers import PushPublisher
 from functions.connector.app import Connector
 from functions.core.call_event import CallEvent
 from functions.settings import load_settings

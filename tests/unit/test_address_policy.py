@@ -9,15 +9,15 @@ import socket
 
 import pytest
 
-from functions.adapters import relay_client
-from functions.adapters.relay_address import (
+from functions.connector.adapters import relay_client
+from functions.connector.adapters.relay_address import (
     Checked,
     check_relay_address,
     connect_kwargs,
     refusal_error,
 )
-from functions.adapters.relay_client import REFUSED_FIRST, REFUSED_MAX, refused_delay
-from functions.adapters.relay_status import status_document
+from functions.connector.adapters.relay_client import REFUSED_FIRST, REFUSED_MAX, refused_delay
+from functions.connector.adapters.relay_status import status_document
 from functions.core.address_policy import (
     IPV4_BLOCKED,
     IPV6_BLOCKED,

@@ -1,7 +1,7 @@
 import random
 
-from functions.adapters import relay_client
-from functions.adapters.relay_client import BACKOFF_FIRST, BACKOFF_MAX, backoff_delay
+from functions.connector.adapters import relay_client
+from functions.connector.adapters.relay_client import BACKOFF_FIRST, BACKOFF_MAX, backoff_delay
 
 
 def test_backoff_grows_exponentially_with_jitter_and_is_capped():

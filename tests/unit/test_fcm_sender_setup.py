@@ -9,8 +9,8 @@ import itertools
 import firebase_admin
 from firebase_admin import _http_client, messaging
 
-from functions.adapters.fcm_sender import init_firebase_app
-from functions.adapters.fcm_transport import AiohttpFcmClient
+from functions.notifier.adapters.fcm_sender import init_firebase_app
+from functions.notifier.adapters.fcm_transport import AiohttpFcmClient
 
 _names = itertools.count()
 

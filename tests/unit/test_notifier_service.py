@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from functions.adapters.fcm_sender import Outcome, SendResult
 from functions.core import ledger
 from functions.core.call_event import CallEvent, Kind
 from functions.core.recipients import Device, Recipient, Selection
+from functions.notifier.adapters.fcm_sender import Outcome, SendResult
 from functions.notifier.service import Notifier
 
 NOW = 1_000_000.0

@@ -12,7 +12,7 @@ import threading
 import time
 from concurrent.futures import Future
 
-from functions.adapters.event_publishers import PubSubPublisher
+from functions.connector.adapters.event_publishers import PubSubPublisher
 from functions.core.call_event import CallEvent, Kind
 
 

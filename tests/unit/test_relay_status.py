@@ -1,6 +1,7 @@
-"""When the connector rewrites a relay's relay_status document (functions.adapters.relay_status)."""
+"""When the connector rewrites a relay's relay_status document
+(functions.connector.adapters.relay_status)."""
 
-from functions.adapters.relay_status import plan_status_writes, status_due, write_budget
+from functions.connector.adapters.relay_status import plan_status_writes, status_due, write_budget
 
 REFRESH = 30.0
 

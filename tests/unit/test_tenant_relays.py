@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from functions.adapters.relay_directory import (
+from functions.connector.adapters.relay_directory import (
     SECRET_REFRESH_SECONDS,
     SECRET_RETRY_SECONDS,
     TenantRelayWatcher,
 )
-from functions.adapters.secrets import SecretUnavailable, split_credentials
+from functions.connector.adapters.secrets import SecretUnavailable, split_credentials
 
 SECRET = "projects/demo/secrets/acme-relay/versions/latest"
 

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
-from functions.adapters.secrets import SecretReader, SecretUnavailable
 from functions.adapters.tenant_directory import TenantParser
+from functions.connector.adapters.secrets import SecretReader, SecretUnavailable
 from functions.core.relay_candidates import RelayCandidates, relay_candidates
 from functions.core.relays import RelayConfigError, RelaySpec, relay_from_user
 from functions.core.tenancy import TENANTS, Pbx

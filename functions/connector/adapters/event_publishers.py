@@ -140,7 +140,7 @@ class PushPublisher:
     async def _post_after(self, previous: asyncio.Task[None] | None, event: CallEvent) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
-        from functions.adapters.eventarc_envelope import pubsub_cloudevent
+        from functions.connector.adapters.eventarc_envelope import pubsub_cloudevent
 
         headers, body = pubsub_cloudevent(
             event.to_json(),

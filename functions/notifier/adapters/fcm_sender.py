@@ -22,9 +22,9 @@ import firebase_admin
 import google.auth.credentials
 from firebase_admin import _http_client, credentials, exceptions, messaging
 
-from functions.adapters.background_loop import BackgroundLoop
-from functions.adapters.fcm_transport import AiohttpFcmClient
 from functions.core.push import Push
+from functions.notifier.adapters.background_loop import BackgroundLoop
+from functions.notifier.adapters.fcm_transport import AiohttpFcmClient
 
 BATCH_LIMIT = 500  # firebase-admin's cap per send_each call
 

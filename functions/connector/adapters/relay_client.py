@@ -44,7 +44,7 @@ from websockets.exceptions import (
     SecurityError,
 )
 
-from functions.adapters.relay_address import (
+from functions.connector.adapters.relay_address import (
     REFUSED_STATE,
     Checked,
     Resolver,

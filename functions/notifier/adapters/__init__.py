@@ -1,0 +1,2 @@
+"""The notifier's adapters: FCM sending, the recipient directory, the delivery ledger and call
+history in Firestore, and the background event loop the clients run on."""
