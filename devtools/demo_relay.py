@@ -27,10 +27,15 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Response
 
 
-def envelope(event: Mapping[str, str], server_id: int = 1, server_name: str = "demo-pbx") -> bytes:
-    """Wrap one AMI event as amiws does."""
+def envelope(
+    event: Mapping[str, str],
+    server_id: int = 1,
+    server_name: str = "demo-pbx",
+    frame_type: int = 3,
+) -> bytes:
+    """Wrap one AMI event (type 3) or response (type 4) as amiws does."""
     frame = {
-        "type": 3,
+        "type": frame_type,
         "server_id": server_id,
         "server_name": server_name,
         "ssl": False,
@@ -153,6 +158,29 @@ class DemoRelay:
             if gap:
                 await asyncio.sleep(gap)
         return count
+
+    # What the real amiws sends besides events (design.md, "The relay (amiws) frames").
+
+    async def login_reply(self, accepted: bool = True, server_id: int = 1) -> int:
+        """amiws's own AMI login after its link to the PBX came back (or was refused): sent to
+        every client, with no ActionID. Events of the gap before it are lost."""
+        data = (
+            {"Response": "Success", "Message": "Authentication accepted"}
+            if accepted
+            else {"Response": "Error", "Message": "Authentication failed"}
+        )
+        return await self.broadcast(envelope(data, server_id, frame_type=4))
+
+    async def foreign_response(self, data: Mapping[str, str], server_id: int = 1) -> int:
+        """A Response to another client's action: amiws sends it to every client."""
+        return await self.broadcast(envelope(data, server_id, frame_type=4))
+
+    async def cut_frame(self, event: Mapping[str, str], server_id: int = 1) -> int:
+        """What amiws sends when a UTF-8 name is cut mid-character: the frame stops there."""
+        raw = envelope(event, server_id)
+        name = str(event.get("CallerIDName", "")).encode()
+        at = raw.find(name) + len(name) - 1 if name else len(raw) // 2
+        return await self.broadcast(raw[:at])
 
     async def drop_clients(self) -> None:
         """Close every client connection abruptly, as a relay restart would."""

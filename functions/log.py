@@ -16,6 +16,23 @@ from typing import Any
 import orjson
 
 _LABELS_KEY = "logging.googleapis.com/labels"
+# Keys the formatter writes itself; Cloud Logging reads the first two, and any key under
+# `logging.googleapis.com/` (trace, sourceLocation, ...) means something to it.
+RESERVED_KEYS = frozenset(
+    {
+        "severity",
+        "message",
+        "time",
+        "logger",
+        "stack_trace",
+        _LABELS_KEY,
+        "logging.googleapis.com/trace",
+        "logging.googleapis.com/spanId",
+        "logging.googleapis.com/sourceLocation",
+        "logging.googleapis.com/operation",
+        "httpRequest",
+    }
+)
 
 
 def mask_number(number: str | None) -> str:
@@ -49,7 +66,10 @@ class JsonFormatter(logging.Formatter):
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, Mapping):
-            entry.update(fields)
+            for key, value in fields.items():
+                # A field cannot replace what Cloud Logging reads (the line's own message,
+                # severity, ...): it is kept beside it, renamed.
+                entry[f"field_{key}" if key in RESERVED_KEYS else key] = value
         labels = {**self.labels, **getattr(record, "labels", {})}
         if labels:
             entry[_LABELS_KEY] = labels

@@ -113,6 +113,9 @@ class Settings:
     ring_window_seconds: int = 60
     default_region: str = "KR"
     port: int = 8080
+    # The connector's health server binds this: every interface by default (Cloud Run sends
+    # its probes there); `make dev` and the tests bind 127.0.0.1.
+    health_host: str = "0.0.0.0"
     log_level: str = "INFO"
     missed_call_notifications: bool = True
     # Seconds the recipients of one number are reused (0: look up on every call).
@@ -164,6 +167,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ring_window_seconds=_int(env, "RING_WINDOW_SECONDS", 60),
         default_region=(env.get("DEFAULT_REGION", "").strip() or "KR").upper(),
         port=_int(env, "PORT", 8080, minimum=0),
+        health_host=_health_host(env),
         log_level=level,
         missed_call_notifications=_bool(env, "MISSED_CALL_NOTIFICATIONS", True),
         max_frame_bytes=_int(env, "MAX_FRAME_BYTES", 256 * 1024),
@@ -202,3 +206,15 @@ def _lease_timing(env: Mapping[str, str]) -> dict[str, float]:
     if timing["lease_renew_seconds"] + timing["lease_skew_seconds"] >= timing["lease_seconds"]:
         raise SettingsError("LEASE_RENEW_SECONDS + LEASE_SKEW_SECONDS must be < LEASE_SECONDS")
     return timing
+
+
+def _health_host(env: Mapping[str, str]) -> str:
+    raw = env.get("HEALTH_HOST", "").strip()
+    if not raw:
+        return "0.0.0.0"
+    try:
+        return str(ipaddress.ip_address(raw.strip("[]")))
+    except ValueError:
+        raise SettingsError(
+            f"HEALTH_HOST must be an IP address to bind (e.g. 0.0.0.0, 127.0.0.1), got {raw!r}"
+        ) from None

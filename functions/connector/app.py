@@ -29,6 +29,7 @@ from functions.connector.adapters.relay_status import (
     plan_status_writes,
     write_budget,
 )
+from functions.connector.adapters.rung_calls import rung_calls
 from functions.connector.adapters.secrets import SecretManagerReader, SecretReader
 from functions.connector.ingest import RelayIngest
 from functions.core.call_event import CallEvent
@@ -39,7 +40,9 @@ from functions.log import fields
 from functions.settings import Settings
 
 log = logging.getLogger("connector")
-EXPIRE_EVERY = 5.0  # seconds between sweeps for calls that never ended
+EXPIRE_EVERY = 1.0  # seconds between sweeps for calls that never ended (ring timeouts, gaps)
+WATCH_TICK_EVERY = 5  # sweeps between the relay watcher's ticks
+CARRY_OVER_TIMEOUT = 5.0  # reading the ledger for calls rung before this instance read a relay
 STATUS_CHECK_EVERY = 2.0  # a relay's state change reaches relay_status within this
 STATUS_REFRESH_EVERY = 30.0  # changed counters and last-event times: at most this often
 SHUTDOWN_BUDGET = 8.0  # Cloud Run allows 10 s after SIGTERM
@@ -115,8 +118,9 @@ class Connector:
         self._access_locks: dict[str, asyncio.Lock] = {}
         self._refused_logged: dict[str, frozenset[str]] = {}  # one WARNING per change
 
-    async def run(self, stop: asyncio.Event, *, host: str = "0.0.0.0") -> None:
+    async def run(self, stop: asyncio.Event, *, host: str | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        host = self.settings.health_host if host is None else host
         self.health_port = await self.health.start(host, self.settings.port)
         log.info("connector started", extra=fields(health_port=self.health_port))
         self.apply(self._initial_relays())
@@ -208,7 +212,11 @@ class Connector:
     def _start(self, wanted: RelaySpec | RelayCandidates) -> RelayRuntime:
         candidates = wanted if isinstance(wanted, RelayCandidates) else None
         spec = wanted.spec if isinstance(wanted, RelayCandidates) else wanted
-        tracker = CallTracker(spec.endpoint, self.settings.trunk_context_prefixes)
+        tracker = CallTracker(
+            spec.endpoint,
+            self.settings.trunk_context_prefixes,
+            ring_window=self.settings.ring_window_seconds,
+        )
         ingest = RelayIngest(spec.endpoint, tracker, self.settings.max_frame_bytes)
 
         client = RelayClient(
@@ -218,10 +226,41 @@ class Connector:
             allowed_networks=self.settings.relay_allowed_networks,  # the address policy's
             candidates=candidates,
             on_access=self._access_recorder(spec.endpoint) if candidates else None,
+            on_connected=ingest.on_connected,
         )
-        task = asyncio.create_task(client.run(), name=f"relay {spec.endpoint}")
+        task = asyncio.create_task(self._read(client, tracker), name=f"relay {spec.endpoint}")
         log.info("relay watched", extra=fields(relay=spec.url))
         return RelayRuntime(spec, client, ingest, task, candidates)
+
+    async def _read(self, client: RelayClient, tracker: CallTracker) -> None:
+        """Learn the relay's calls that rang before this instance read it, then read it."""
+        if self.firestore_client is not None:
+            await self._carry_over(client.spec, tracker)
+        await client.run()
+
+    async def _carry_over(self, spec: RelaySpec, tracker: CallTracker) -> None:
+        """Calls rung from the relay while another instance (or an earlier reader here) read
+        it are adopted so that they end. Best effort: the ring timeout remains."""
+        try:
+            rung = await asyncio.wait_for(
+                asyncio.to_thread(
+                    rung_calls,
+                    self.firestore_client,
+                    spec.endpoint,
+                    time.time(),
+                    tracker.max_call_seconds,
+                ),
+                CARRY_OVER_TIMEOUT,
+            )
+        except Exception as exc:  # Firestore down or slow: do not hold the relay back
+            log.warning(
+                "could not read the calls rung from a relay before taking it",
+                extra=fields(relay=spec.url, error=f"{type(exc).__name__}: {exc}"[:200]),
+            )
+            return
+        adopted = tracker.adopt(rung, time.time())
+        if adopted:
+            log.info("calls carried over", extra=fields(relay=spec.url, calls=adopted))
 
     def _access_recorder(self, endpoint: str) -> Any:
         """User-documents mode: what the relay said of whose settings, to relay_access (read by
@@ -260,15 +299,17 @@ class Connector:
             await self.publisher.publish(event)
 
     async def _sweep_forever(self) -> None:
+        sweeps = 0
         while True:
             await asyncio.sleep(EXPIRE_EVERY)
             await self.sweep(time.time())
-            if self._watcher is not None:
+            sweeps += 1
+            if self._watcher is not None and sweeps % WATCH_TICK_EVERY == 0:
                 self._watcher.tick()
 
     async def sweep(self, now: float) -> None:
-        """Drop calls that ran past the tracking limits; rung ones end as `unknown` so phones
-        stop ringing."""
+        """End calls whose end never came (ring timeout, gap grace, tracking limits): rung ones
+        end as `unknown` so phones stop ringing."""
         for runtime in list(self.relays.values()):
             for dropped in runtime.ingest.tracker.expire(now):
                 log.warning(

@@ -7,6 +7,7 @@ prompt (amiws buffers without limit for a slow reader).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,7 +26,12 @@ from functions.core.frames import (
 from functions.log import fields, mask_number
 
 log = logging.getLogger("connector.ingest")
+CLOCK_SAMPLE_EVERY = 1.0  # seconds between PBX clock samples taken from frames we skip
+# AMI's Timestamp header (timestampevents=yes), read from raw bytes like the event name
+search_timestamp = re.compile(rb'"Timestamp"\s*:\s*"([0-9]{1,12}(?:\.[0-9]{1,9})?)"').search
 _LOG_EVERY = 100  # after the first few, log one bad frame of each reason per this many
+# amiws's replies to its own AMI Login (design.md "The relay (amiws) frames")
+_LOGIN_REPLIES = {"Authentication accepted": "up", "Authentication failed": "auth_failed"}
 
 
 @dataclass
@@ -37,7 +43,12 @@ class RelayStats:
     bad_frames: Counter[str] = field(default_factory=Counter)
     last_frame_at: float | None = None
     last_event_at: float | None = None
-    pbx_link: str = ""  # last amiws type-4 message: its own AMI link to the PBX
+    # amiws's own AMI link to the PBX, from its login replies only: "up", "auth_failed", ""
+    # (unknown: amiws sends nothing on connect), and since when (connector clock)
+    pbx_link: str = ""
+    pbx_link_since: float | None = None
+    gaps: int = 0  # reconnects and PBX re-logins: events may have been lost
+    stale_rings: int = 0  # ringing frames delivered too late to ring (a backlog)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -49,6 +60,9 @@ class RelayStats:
             "last_frame_at": self.last_frame_at,
             "last_event_at": self.last_event_at,
             "pbx_link": self.pbx_link,
+            "pbx_link_since": self.pbx_link_since,
+            "gaps": self.gaps,
+            "stale_rings": self.stale_rings,
         }
 
 
@@ -58,12 +72,15 @@ class RelayIngest:
         self.tracker = tracker
         self.max_frame_bytes = max_frame_bytes
         self.stats = RelayStats()
+        self._next_clock_sample = 0.0
 
     def on_frame(self, payload: bytes | str, now: float | None = None) -> list[CallEvent]:
         stats = self.stats
         stats.frames += 1
         stats.last_frame_at = now = time.time() if now is None else now
         tracker = self.tracker
+        if now >= self._next_clock_sample:  # the PBX's clock, from any frame, once a second
+            self._sample_clock(payload, now)
         # Most frames cannot change a call. The event name, read from the raw bytes, says so
         # for most; the parsed headers say so for most of the rest, before validation and
         # tracking.
@@ -93,14 +110,17 @@ class RelayIngest:
         if decoded.repaired:
             self.stats.repaired += 1
         if decoded.type == RESPONSE_FRAME_TYPE:
-            self._pbx_link(decoded)
+            self._pbx_link(decoded, now)
             return []
+        stale = tracker.stale_rings
         try:
             events = self.tracker.feed(decoded, now)
         except Exception:  # a tracker bug must not take the relay's other calls down with it
             self.stats.bad_frames["tracker_error"] += 1
             log.exception("call tracker failed on a frame", extra=fields(relay=self.relay))
             return []
+        if tracker.stale_rings != stale:
+            self._stale_ring()
         if events:
             self.stats.events += len(events)
             self.stats.last_event_at = now
@@ -133,9 +153,67 @@ class RelayIngest:
                 ),
             )
 
-    def _pbx_link(self, frame: Frame) -> None:
-        message = frame.data.get("Message", "") or frame.data.get("Response", "")
-        if message and message != self.stats.pbx_link:
-            self.stats.pbx_link = message
-            level = logging.WARNING if "fail" in message.lower() else logging.INFO
-            log.log(level, "relay PBX link", extra=fields(relay=self.relay, message=message))
+    def _sample_clock(self, payload: bytes | str, now: float) -> None:
+        self._next_clock_sample = now + CLOCK_SAMPLE_EVERY
+        found = search_timestamp(payload if type(payload) is bytes else payload.encode())
+        if found is not None:
+            try:
+                self.tracker.clock.observe(float(found[1]), now)
+            except ValueError:
+                pass
+
+    def on_connected(self, connects: int, now: float | None = None) -> None:
+        """The relay client (re)connected. After a reconnect the events of the gap are lost:
+        calls still ringing get a short grace, then end (CallTracker.mark_gap)."""
+        if connects > 1:
+            self._gap("reconnect", None, time.time() if now is None else now)
+
+    def _gap(self, cause: str, server_id: int | None, now: float) -> None:
+        self.stats.gaps += 1
+        marked = self.tracker.mark_gap(now, server_id)
+        if marked:
+            log.warning(
+                "relay gap: calls in progress may have lost their events",
+                extra=fields(relay=self.relay, cause=cause, server_id=server_id, calls=marked),
+            )
+
+    def _pbx_link(self, frame: Frame, now: float) -> None:
+        """amiws sends every AMI Response to every client: only its own login replies (no
+        ActionID) say anything about its link to the PBX."""
+        data = frame.data
+        if "ActionID" in data:
+            return
+        link = _LOGIN_REPLIES.get(data.get("Message", ""))
+        if link is None:
+            return
+        stats = self.stats
+        # A login means the link was down: its events are lost. A refused one repeats every
+        # second while the PBX refuses; the first says the link is down.
+        if link == "up" or link != stats.pbx_link:
+            self._gap("pbx_login" if link == "up" else "pbx_auth_failed", frame.server_id, now)
+        if link != stats.pbx_link:
+            stats.pbx_link, stats.pbx_link_since = link, now
+            log.log(
+                logging.INFO if link == "up" else logging.WARNING,
+                "relay PBX link",
+                extra=fields(
+                    relay=self.relay,
+                    server_id=frame.server_id,
+                    pbx_link=link,
+                    pbx_message=data.get("Message", ""),
+                ),
+            )
+
+    def _stale_ring(self) -> None:
+        self.stats.stale_rings += 1
+        server_id, linkedid, lateness = self.tracker.last_stale or (0, "", 0.0)
+        log.warning(
+            "ringing frame arrived too late to ring",
+            extra=fields(
+                relay=self.relay,
+                server_id=server_id,
+                linkedid=linkedid,
+                late_s=round(lateness, 1),
+                clock_offset_s=round(self.tracker.clock.offset or 0.0, 1),
+            ),
+        )

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from functions.core.clean_text import clean
+
 SCHEMA_VERSION = 1
 
 
@@ -29,7 +31,16 @@ class Outcome(enum.StrEnum):
     CALLER_ABANDONED = "caller_abandoned"  # the caller hung up before anyone answered
     NO_ANSWER = "no_answer"  # nobody answered (timeout, voicemail-less ring group, ...)
     BUSY = "busy"  # rejected or busy
-    UNKNOWN = "unknown"  # dropped by the connector (ran past the tracking limit)
+    UNKNOWN = "unknown"  # ended by the connector without seeing the end (`end_reason` says why)
+
+
+class EndReason(enum.StrEnum):
+    """Why the connector ended a call whose end it never saw (outcome `unknown`)."""
+
+    RING_TIMEOUT = "ring_timeout"  # rang past the ring window with no answer and no end
+    RELAY_GAP = "relay_gap"  # events were lost (relay reconnect, PBX re-login, takeover)
+    MAX_CALL_SECONDS = "max_call_seconds"  # followed past the tracking limit
+    MAX_CALLS = "max_calls"  # evicted: too many calls in progress on one relay
 
 
 class InvalidCallEvent(ValueError):
@@ -52,6 +63,9 @@ class CallEvent:
     answered_by: str = ""  # ANSWERED/ENDED: extension, number or channel that picked up
     outcome: str = ""  # ENDED: an Outcome value
     hangup_cause: str = ""  # ENDED: Q.850 cause of the root channel's Hangup
+    # ENDED with outcome `unknown`: why the connector ended it without seeing its end
+    # (END_REASONS); "" for ends the PBX reported
+    end_reason: str = ""
     version: int = SCHEMA_VERSION
 
     @property
@@ -97,7 +111,17 @@ def _parse_time(value: Any, name: str) -> float:
 
 
 _REQUIRED_STR = ("relay", "linkedid", "caller_number", "dialled_number")
-_OPTIONAL_STR = ("caller_name", "channel", "server_name", "answered_by", "outcome", "hangup_cause")
+_OPTIONAL_STR = (
+    "caller_name",
+    "channel",
+    "server_name",
+    "answered_by",
+    "outcome",
+    "hangup_cause",
+    "end_reason",
+)
+# Free text that reaches a phone's screen and history: cleaned whoever published the event.
+_SHOWN = ("caller_name", "caller_number", "dialled_number", "server_name", "answered_by")
 
 
 def parse_call_event(raw: bytes | str) -> CallEvent:
@@ -130,6 +154,8 @@ def parse_call_event(raw: bytes | str) -> CallEvent:
         if not isinstance(value, str):
             raise InvalidCallEvent(f"{name} must be a string")
         fields[name] = value
+    for name in _SHOWN:
+        fields[name] = clean(fields[name])
     if kind is Kind.ENDED and fields["outcome"] not in {o.value for o in Outcome}:
         raise InvalidCallEvent(f"ended event with unknown outcome {fields['outcome']!r}")
     return CallEvent(

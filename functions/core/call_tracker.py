@@ -10,18 +10,27 @@ trunk: internal, click-to-dial and outbound calls never get any state. See docs/
 RINGING is emitted once when the call rings, ANSWERED once when somebody picks up, ENDED once
 (with an `Outcome`) when the root channel hangs up. Only rung calls emit anything.
 
+A call never rings forever (docs/lifecycle.md, "Ends the PBX never sent"): one still ringing
+`ring_window + RING_GRACE_SECONDS` after it rang ends as `unknown`/`ring_timeout`; after a gap
+in the relay's events (`mark_gap`: a reconnect, a PBX re-login, calls carried over from another
+connector by `adopt`) a ringing call that nothing names within `GAP_GRACE_SECONDS` ends as
+`unknown`/`relay_gap`. A ringing frame that arrives later than the ring window (a backlog: see
+`PbxClock`) rings nobody.
+
 Root events are found by `Uniqueid` (the root's Uniqueid is the call's Linkedid, and stays so even
 when bridging rewrites the root's Linkedid); leg events by `Linkedid`.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from functions.core.call_event import CallEvent, Kind, Outcome
+from functions.core.call_event import CallEvent, EndReason, Kind, Outcome
+from functions.core.clean_text import clean
 from functions.core.frames import EVENT_FRAME_TYPE, Frame
 from functions.core.incoming_rule import (
     UNKNOWN_NAMES,
@@ -33,6 +42,7 @@ from functions.core.incoming_rule import (
     parse_timestamp,
     text,
 )
+from functions.core.pbx_clock import PbxClock
 
 CallKey = tuple[int, str]  # (server_id, Linkedid of the root == the root's Uniqueid)
 Handler = Callable[[Frame, Mapping[str, Any], float], list[CallEvent]]
@@ -45,6 +55,8 @@ MAX_LEGS: Final = 32  # answered legs / bridges remembered per ringing call
 ROOT: Final = ""  # `answers` key of the root's own answered Dial (a channel name is never "")
 DEFAULT_MAX_CALL_SECONDS: Final = 4 * 3600.0
 DEFAULT_DID_CONTEXTS: Final = ("ext-did",)  # FreePBX inbound routes (ext-did-0001, -0002)
+RING_GRACE_SECONDS: Final = 5.0  # past the ring window before a silent ringing call is ended
+GAP_GRACE_SECONDS: Final = 5.0  # after a gap, for an event to show that a ringing call lives
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +66,7 @@ class Dropped:
     server_id: int
     linkedid: str
     state: str  # "pending", "ringing" or "answered"
-    reason: str  # "max_call_seconds" or "max_calls"
+    reason: str  # an EndReason value
     age_seconds: float
     ended: CallEvent | None  # ENDED(UNKNOWN) to publish for a rung call, so phones stop ringing
 
@@ -71,10 +83,12 @@ class _Call:
         "answered_by",
         "answers",
         "first_seen",
+        "gap_until",
         "leg_bridges",
         "pending",
         "root_bridge",
         "root_status",
+        "rung_at",
         "template",
     )
 
@@ -82,6 +96,8 @@ class _Call:
         self.template = template  # the RINGING event (or its pending draft): the call's identity
         self.first_seen = first_seen
         self.pending = pending
+        self.rung_at = template.detected_at  # connector clock: when RINGING was emitted
+        self.gap_until: float | None = None  # after a gap: ended then unless an event names it
         self.answered_by: str | None = None  # None until answered
         self.root_status = ""  # last DialStatus of the root's own Dial, or DIALING
         self.abandoned = False  # the caller hung up while still being rung
@@ -106,8 +122,18 @@ class CallTracker:
         max_calls: int = 10_000,
         max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
         did_contexts: Sequence[str] = DEFAULT_DID_CONTEXTS,
+        ring_window: float | None = None,
+        gap_grace: float = GAP_GRACE_SECONDS,
     ) -> None:
         self.relay = relay
+        # None: no ring timeout and no backlog check (the tracker alone, e.g. corpus replays)
+        self.ring_window = ring_window
+        self.gap_grace = gap_grace
+        self.clock = PbxClock()
+        self.stale_rings = 0  # ringing frames that arrived too late to ring (a backlog)
+        self.last_stale: tuple[int, str, float] | None = None  # (server, linkedid, lateness)
+        self._deadlines: list[tuple[float, CallKey]] = []  # ring timeouts and gap ends (lazy)
+        self._suspects: set[CallKey] = set()  # calls with a gap_until
         self.prefixes = tuple(prefixes)
         self.did_contexts = tuple(did_contexts)
         self.max_calls = max_calls
@@ -192,24 +218,122 @@ class CallTracker:
             return []
         if handler is None:
             return []
+        if self._suspects:
+            self._alive(frame.server_id, data)
+        pbx_time = parse_timestamp(data)
+        if pbx_time is not None:
+            self.clock.observe(pbx_time, now)
         try:
             return handler(frame, data, now)
         finally:
             self._update_wanted()
 
     def expire(self, now: float) -> list[Dropped]:
-        """Drop calls first seen more than `max_call_seconds` ago; also report calls evicted by
-        `max_calls` since the last call. Call it every few seconds; log each `Dropped` and publish
-        its `ended` event when present."""
+        """Drop calls first seen more than `max_call_seconds` ago, end ringing calls past their
+        ring timeout or gap grace; also report calls evicted by `max_calls` since the last call.
+        Call it every second; log each `Dropped` and publish its `ended` event when present."""
         dropped = list(self._evicted)
         self._evicted.clear()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, key = heapq.heappop(deadlines)
+            call = self._calls.get(key)
+            if call is None:
+                continue
+            reason = self._due(call, now)
+            if reason is not None:
+                dropped.append(self._drop(key, reason, now))
         while self._calls:
             key, call = next(iter(self._calls.items()))
             if now - call.first_seen < self.max_call_seconds:
                 break
-            dropped.append(self._drop(key, "max_call_seconds", now))
+            dropped.append(self._drop(key, EndReason.MAX_CALL_SECONDS, now))
         self._update_wanted()
         return dropped
+
+    def _due(self, call: _Call, now: float) -> EndReason | None:
+        """Why a call must end now, if it must (a heap entry may be stale: answered since, or a
+        gap cleared by an event)."""
+        if call.answered_by is not None:
+            return None
+        if call.gap_until is not None and call.gap_until <= now:
+            return EndReason.RELAY_GAP
+        if (
+            self.ring_window is not None
+            and not call.pending
+            and call.rung_at + self.ring_window + RING_GRACE_SECONDS <= now
+        ):
+            return EndReason.RING_TIMEOUT
+        return None
+
+    # --- gaps ----------------------------------------------------------------------------------
+
+    def mark_gap(self, now: float, server_id: int | None = None) -> int:
+        """Events of `server_id` (None: every PBX of the relay) may have been lost: calls not
+        yet answered get `gap_grace` seconds for an event that names them, then end as
+        `relay_gap` (pending ones silently). An earlier, unexpired grace is kept, not
+        extended (a PBX that refuses the login every second must not keep calls forever).
+        Returns how many calls it marked."""
+        marked = 0
+        until = now + self.gap_grace
+        for key, call in self._calls.items():
+            if server_id is not None and key[0] != server_id:
+                continue
+            if call.answered_by is not None or call.gap_until is not None:
+                continue
+            call.gap_until = until
+            self._suspects.add(key)
+            heapq.heappush(self._deadlines, (until, key))
+            marked += 1
+        return marked
+
+    def adopt(self, rung: Sequence[CallEvent], now: float) -> int:
+        """Calls rung while another connector read this relay (from the notifier's ledger): they
+        are followed from now on, as after a gap. Returns how many were new here."""
+        adopted = 0
+        until = now + self.gap_grace
+        for event in rung:
+            if event.kind is not Kind.RINGING or event.relay != self.relay:
+                continue
+            key = (event.server_id, event.linkedid)
+            if key in self._calls:
+                continue
+            # first_seen=now keeps the calls in arrival order (max_call_seconds expiry)
+            call = _Call(event, now, pending=False)
+            call.gap_until = until
+            self._add(key, call, now)
+            self._suspects.add(key)
+            heapq.heappush(self._deadlines, (until, key))
+            self._ring_deadline(key, call)
+            adopted += 1
+        self._update_wanted()
+        return adopted
+
+    def _alive(self, server_id: int, data: Mapping[str, Any]) -> None:
+        """An event that names a call under a gap grace shows it is still followed."""
+        for name in _ID_HEADERS:
+            value = data.get(name)
+            if type(value) is str:
+                key = (server_id, value)
+                if key in self._suspects:
+                    self._suspects.discard(key)
+                    self._calls[key].gap_until = None
+
+    def _ring_deadline(self, key: CallKey, call: _Call) -> None:
+        if self.ring_window is not None:
+            due = call.rung_at + self.ring_window + RING_GRACE_SECONDS
+            heapq.heappush(self._deadlines, (due, key))
+
+    def _late(self, server_id: int, linkedid: str, pbx_time: float | None, now: float) -> bool:
+        """A ringing frame delivered later than the ring window (a backlog) rings nobody."""
+        if self.ring_window is None or pbx_time is None:
+            return False
+        lateness = self.clock.lateness(pbx_time, now)
+        if lateness <= self.ring_window:
+            return False
+        self.stale_rings += 1
+        self.last_stale = (server_id, linkedid, lateness)
+        return True
 
     # --- call creation -------------------------------------------------------------------------
 
@@ -221,6 +345,8 @@ class CallTracker:
         if key in self._calls:
             return []
         pending = not incoming.dialled_number
+        if not pending and self._late(key[0], key[1], incoming.pbx_timestamp, now):
+            return []
         if pending and not text(data, "Uniqueid"):
             return []  # nothing could ever tell us its number
         template = CallEvent(
@@ -236,8 +362,12 @@ class CallTracker:
             occurred_at=incoming.pbx_timestamp or now,
             detected_at=now,
         )
-        self._add(key, _Call(template, now, pending), now)
-        return [] if pending else [template]
+        call = _Call(template, now, pending)
+        self._add(key, call, now)
+        if pending:
+            return []
+        self._ring_deadline(key, call)
+        return [template]
 
     def _add(self, key: CallKey, call: _Call, now: float) -> None:
         self._calls[key] = call
@@ -246,7 +376,7 @@ class CallTracker:
             self._pending.add(key)
         while len(self._calls) > self.max_calls:
             oldest = next(iter(self._calls))
-            self._evicted.append(self._drop(oldest, "max_calls", now))
+            self._evicted.append(self._drop(oldest, EndReason.MAX_CALLS, now))
 
     def _on_dialplan(self, frame: Frame, data: Mapping[str, Any], now: float) -> list[CallEvent]:
         """Newexten/VarSet: the hottest events, so bail out unless a call waits for its number."""
@@ -260,11 +390,15 @@ class CallTracker:
             return []
         call = self._calls[key]
         self._pending.discard(key)
+        if self._late(key[0], key[1], parse_timestamp(data), now):
+            del self._calls[key]
+            self._suspects.discard(key)
+            return []
         call.pending = False
-        caller = text(data, "CallerIDNum").strip()
+        caller = clean(text(data, "CallerIDNum"))
         if caller and caller.lower() not in UNKNOWN_NAMES:
             # The dialplan may have fixed the caller id since the Newchannel (e.g. a CID prefix).
-            name = text(data, "CallerIDName").strip()
+            name = clean(text(data, "CallerIDName"))
             call.template = replace(
                 call.template,
                 caller_number=caller,
@@ -276,6 +410,8 @@ class CallTracker:
             occurred_at=parse_timestamp(data) or now,
             detected_at=now,
         )
+        call.rung_at = now
+        self._ring_deadline(key, call)
         return [call.template]
 
     # --- lookups -------------------------------------------------------------------------------
@@ -433,6 +569,7 @@ class CallTracker:
         call = self._calls.pop(key, None)
         if call is None:
             return []
+        self._suspects.discard(key)
         if call.pending:
             self._pending.discard(key)
             return []
@@ -449,9 +586,10 @@ class CallTracker:
             )
         ]
 
-    def _drop(self, key: CallKey, reason: str, now: float) -> Dropped:
+    def _drop(self, key: CallKey, reason: EndReason, now: float) -> Dropped:
         call = self._calls.pop(key)
         self._pending.discard(key)
+        self._suspects.discard(key)
         ended = None
         if not call.pending:
             ended = replace(
@@ -459,10 +597,11 @@ class CallTracker:
                 kind=Kind.ENDED,
                 answered_by=call.answered_by or "",
                 outcome=Outcome.UNKNOWN.value,
+                end_reason=reason.value,
                 occurred_at=now,
                 detected_at=now,
             )
-        return Dropped(key[0], key[1], call.state, reason, now - call.first_seen, ended)
+        return Dropped(key[0], key[1], call.state, reason.value, now - call.first_seen, ended)
 
 
 def _outcome(call: _Call, cause: str) -> Outcome:

@@ -124,9 +124,14 @@ def load_frame(
         return orjson.loads(payload), False
     except orjson.JSONDecodeError:
         text = payload if isinstance(payload, str) else _lenient_text(payload)
+        repaired = _repair(text)
         try:
-            return orjson.loads(_repair(text)), True
+            return orjson.loads(repaired), True
         except orjson.JSONDecodeError as exc:
+            # amiws cuts a frame short itself when a name ends mid-character: the JSON stops
+            # before its end. Counted apart: the event is lost, not malformed.
+            if exc.pos >= len(repaired.rstrip()) and repaired.lstrip().startswith("{"):
+                return Rejected("truncated", f"{size} bytes, ends inside the JSON")
             return Rejected("invalid_json", str(exc)[:120])
 
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from functions.core.clean_text import clean
 from functions.core.frames import EVENT_FRAME_TYPE
 
 UNKNOWN_NAMES = frozenset({"", "<unknown>", "unknown"})
@@ -70,8 +71,8 @@ def is_root_channel(data: Mapping[str, str]) -> bool:
 
 
 def caller_display_name(data: Mapping[str, str]) -> str:
-    name = text(data, "CallerIDName").strip()
-    return text(data, "CallerIDNum") if name.lower() in UNKNOWN_NAMES else name
+    name = clean(text(data, "CallerIDName"))
+    return clean(text(data, "CallerIDNum")) if name.lower() in UNKNOWN_NAMES else name
 
 
 def derived_linkedid(server_id: int, data: Mapping[str, str]) -> str:
@@ -104,9 +105,13 @@ def match_trunk_root(
         return None
     exten = data["Exten"].strip()
     return IncomingCall(
-        linkedid=text(data, "Linkedid") or derived_linkedid(server_id, data),
+        # AMI 1.3 has no Linkedid: a root's Uniqueid is the call's id there too, and its
+        # Hangup names it; a frame with neither (a hand-written one) gets a derived id.
+        linkedid=text(data, "Linkedid")
+        or text(data, "Uniqueid")
+        or derived_linkedid(server_id, data),
         channel=text(data, "Channel"),
-        caller_number=data["CallerIDNum"].strip(),
+        caller_number=clean(data["CallerIDNum"]),
         caller_name=caller_display_name(data),
         dialled_number="" if exten in NO_EXTEN else exten,
         pbx_timestamp=parse_timestamp(data),

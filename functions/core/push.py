@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 import orjson
 
-from functions.core.call_event import CallEvent
+from functions.core.call_event import CallEvent, EndReason
+from functions.core.clean_text import clean, clip
 from functions.core.recipients import Device, Recipient
 
 INCOMING_TITLE = "수신전화"
@@ -46,7 +47,9 @@ def iso(epoch: float) -> str:
 
 
 def _clip(text: str) -> str:
-    return text if len(text) <= _FIELD_LIMIT else text[: _FIELD_LIMIT - 1] + "…"
+    """Free text for a screen (names from carriers, company names from documents): without
+    control or bidi characters, clipped on a character boundary."""
+    return clip(clean(text), _FIELD_LIMIT)
 
 
 def call_tag(event: CallEvent) -> str:
@@ -159,9 +162,16 @@ CANCEL_ACTIONS = {
     "busy": "rejected",
     "unknown": "call_ended",
 }
+# Outcome `unknown`: the connector ended the call without seeing its end (docs/lifecycle.md).
+END_REASON_ACTIONS = {
+    EndReason.RING_TIMEOUT.value: "ring_timeout",  # rang past the ring window
+    EndReason.RELAY_GAP.value: "call_lost",  # events lost: relay reconnect, re-login, takeover
+}
 
 
-def cancel_action(kind: str, outcome: str) -> str:
+def cancel_action(kind: str, outcome: str, end_reason: str = "") -> str:
     if kind == "answered":
         return CANCEL_ACTIONS["answered"]
+    if outcome == "unknown" and end_reason in END_REASON_ACTIONS:
+        return END_REASON_ACTIONS[end_reason]
     return CANCEL_ACTIONS.get(outcome, "call_ended")

@@ -69,7 +69,7 @@ def test_amiws_escaping_mistakes_are_repaired(raw, expected):
         (b'{"type":3,"server_id":"1","data":{}}', "bad_server_id"),
         (b'{"type":3,"data":null}', "bad_data_field"),
         (b'{"type":3,"data":[1]}', "bad_data_field"),
-        (b'{"type":3,"data":{"Event":"Newch', "invalid_json"),
+        (b'{"type":3,"data":{"Event":"Newch', "truncated"),
     ],
 )
 def test_bad_frames_are_rejected_with_a_reason(raw, reason):

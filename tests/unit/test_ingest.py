@@ -58,7 +58,7 @@ def test_pbx_link_problems_from_amiws_responses_are_kept():
         "data": {"Response": "Error", "Message": "Authentication failed"},
     }
     relay.on_frame(orjson.dumps(frame), 1.0)
-    assert relay.stats.pbx_link == "Authentication failed"
+    assert relay.stats.pbx_link == "auth_failed" and relay.stats.pbx_link_since == 1.0
 
 
 def _envelope(frame) -> bytes:

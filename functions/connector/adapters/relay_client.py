@@ -135,10 +135,12 @@ class RelayClient:
         resolver: Resolver | None = None,
         candidates: RelayCandidates | None = None,
         on_access: AccessHandler | None = None,
+        on_connected: Callable[[int], None] | None = None,
     ) -> None:
         self.spec = spec  # the settings in use (or last tried)
         self.on_frame = on_frame
         self.on_results = on_results
+        self.on_connected = on_connected  # called with the connection count on each connect
         self.allowed_networks = tuple(allowed_networks)
         self.resolver = resolver or system_resolver
         self.status = ConnectionState()
@@ -392,6 +394,8 @@ class RelayClient:
             self.status.connects += 1
             self.status.set("connected")
             log.info("relay connected", extra=fields(relay=self.spec.url))
+            if self.on_connected is not None:
+                self.on_connected(self.status.connects)
             if self.candidates is not None:
                 # The other settings are probed (bounded) before the first frame is read, so
                 # that relay_access is whole before the connection's first call.

@@ -93,7 +93,9 @@ def status_document(report: dict[str, Any], instance: str) -> dict[str, Any]:
         "refusedReason": report.get("refused_reason"),
         # user-documents mode: users whose own relay settings the relay refused (relay_access)
         "refusedUsers": report.get("refused_users"),
+        # amiws's own link to the PBX, from its login replies: "up", "auth_failed" or ""
         "pbxLink": report["pbx_link"],
+        "pbxLinkSince": _ts(report.get("pbx_link_since")),
         "connects": report["connects"],
         "activeCalls": report["active_calls"],
         "counters": {
@@ -101,6 +103,8 @@ def status_document(report: dict[str, Any], instance: str) -> dict[str, Any]:
             "events": report["events"],
             "repaired": report["repaired"],
             "badFrames": report["bad_frames"],
+            "gaps": report.get("gaps", 0),
+            "staleRings": report.get("stale_rings", 0),
         },
         "instance": instance,
         "updatedAt": datetime.now(UTC),
