@@ -31,7 +31,7 @@ class ConnectorProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "functions.connector"],
             cwd=ROOT,
-            env={**os.environ, **env, "PORT": str(self.port)},
+            env={**os.environ, "HEALTH_HOST": "127.0.0.1", **env, "PORT": str(self.port)},
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
