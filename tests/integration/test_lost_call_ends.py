@@ -90,7 +90,9 @@ async def cancelled(fcm, linkedid: str, timeout: float) -> tuple[list[dict], flo
 def history(db, linkedid: str) -> list[dict]:
     return [
         s.to_dict()
-        for s in db.collection("call_history").where("linkedid", "==", linkedid).stream()
+        for s in db.collection("call_history")
+        .where(filter=FieldFilter("linkedid", "==", linkedid))
+        .stream()
     ]
 
 
