@@ -186,7 +186,8 @@ async def test_bad_frames_are_counted_and_the_connection_carries_on(
     assert {m["notification"]["body"] for m in pushes} == {"김철수"}
     runtime = runtime_for(connector, relay)
     assert runtime.ingest.stats.bad_frames == {
-        "invalid_json": 2,
+        "invalid_json": 1,
+        "truncated": 1,  # the frame that stops after `"Exten":`
         "not_an_object": 1,
         "bad_data_field": 1,
         "oversize": 1,
