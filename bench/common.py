@@ -32,7 +32,8 @@ PROJECT = "demo-makecall-bench"
 # Settings every connector and notifier of the harness runs with, as `make dev` does: the relays
 # listen on loopback, which the connector's relay address policy refuses unless allowed. Tenancy
 # is the default (the PBX directory devtools.demo_data seeds), as in production.
-LOCAL_SETTINGS = {"RELAY_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128"}
+# loopback relays allowed; connectors' health servers on loopback only
+LOCAL_SETTINGS = {"RELAY_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128", "HEALTH_HOST": "127.0.0.1"}
 
 PACKAGES = (
     "websockets",

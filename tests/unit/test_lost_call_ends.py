@@ -4,6 +4,7 @@ own login replies only. Pure, with the clock passed in."""
 
 from __future__ import annotations
 
+import ast
 import io
 import logging
 from dataclasses import replace
@@ -12,6 +13,7 @@ import orjson
 import pytest
 
 from devtools.demo_relay import envelope
+from functions.connector.adapters import rung_calls
 from functions.connector.ingest import RelayIngest
 from functions.core.call_event import CallEvent, Kind, parse_call_event
 from functions.core.call_tracker import GAP_GRACE_SECONDS, RING_GRACE_SECONDS, CallTracker
@@ -19,8 +21,10 @@ from functions.core.clean_text import clean, clip
 from functions.core.pbx_clock import PbxClock
 from functions.core.push import cancel_action, incoming_push
 from functions.core.recipients import Device, Recipient
-from functions.log import JsonFormatter, fields
+from functions.log import RESERVED_KEYS, JsonFormatter, fields
+from functions.notifier.adapters import ledger_store
 from functions.settings import SettingsError, load_settings
+from tests.support import ROOT
 from tests.unit.test_call_tracker import RELAY, ROOT_ID, T0, TRUNK, frame, leg, root, snapshot
 
 WINDOW = 60
@@ -377,3 +381,22 @@ def test_the_health_server_binds_what_the_setting_names():
     assert load_settings(base | {"HEALTH_HOST": "::1"}).health_host == "::1"
     with pytest.raises(SettingsError):
         load_settings(base | {"HEALTH_HOST": "localhost; rm"})
+
+
+def test_no_log_call_in_the_product_passes_a_reserved_key():
+    """Every `fields(...)` in functions/ and devtools/: none names a key the formatter owns (the
+    formatter would rename it, and a dashboard filtering on it would find nothing)."""
+    offenders = []
+    for path in [*ROOT.glob("functions/**/*.py"), *ROOT.glob("devtools/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "fields":
+                offenders += [
+                    f"{path.relative_to(ROOT)}:{node.lineno} {kw.arg}"
+                    for kw in node.keywords
+                    if kw.arg in RESERVED_KEYS
+                ]
+    assert offenders == []
+
+
+def test_the_connector_reads_the_ledger_the_notifier_writes():
+    assert rung_calls.LEDGER == ledger_store.LEDGER
