@@ -3,8 +3,9 @@
 Starts Google's Firestore emulator (with infra/firestore.rules) and seeds the demo company
 (devtools/demo_data.py), a demo amiws relay, the local FCM endpoint, the notifier under
 functions-framework, Google's Pub/Sub emulator with the topic and a push subscription to the
-notifier (as Eventarc makes for the trigger), and the connector publishing to it with
-google-cloud-pubsub. Then `make call` sends the seed's sample call and prints the pushes.
+notifier (as Eventarc makes for the trigger), the connector publishing to it with
+google-cloud-pubsub, and the live console (devtools/console, http://127.0.0.1:8075/). Then
+`make call` sends the seed's sample call and prints the pushes; the console shows them.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ PORTS = {
     "connector": int(os.environ.get("DEV_CONNECTOR_PORT", 8070)),
     "fcm": int(os.environ.get("DEV_FCM_PORT", 9099)),
     "relay": int(os.environ.get("DEV_RELAY_PORT", 7099)),
+    "console": int(os.environ.get("DEV_CONSOLE_PORT", 8075)),
 }
 # Lines of the emulators' and gRPC's chatter that say nothing to a person watching the stack:
 # java.util.logging's header lines, the Pub/Sub emulator's per-request header notes, ...
@@ -38,7 +40,12 @@ NOISE = re.compile(
     r"chttp2_transport|HTTP/2 connection|SLF4J|orwarding key:|^\w{3} \d{1,2}, \d{4} \d"
 )
 TOPIC = "call-events"
-COLORS = {"firestore": 90, "relay": 36, "fcm": 32, "notifier": 35, "pubsub": 34, "connector": 33}
+COLORS = {
+    "firestore": 90, "relay": 36, "fcm": 32, "notifier": 35, "pubsub": 34, "connector": 33,
+    "console": 94,
+}  # fmt: skip
+# the demo relay listens on loopback, which the address policy refuses by default
+ALLOWED_NETWORKS = "127.0.0.0/8,::1/128"
 
 
 def _pretty(line: str) -> str:
@@ -135,6 +142,7 @@ def main() -> int:
             FCM_ENDPOINT=f"http://127.0.0.1:{PORTS['fcm']}",
         )
         notifier_url = f"http://127.0.0.1:{PORTS['notifier']}/"
+        fcm_url = f"http://127.0.0.1:{PORTS['fcm']}"
         pubsub = PubSubEmulator(PORTS["pubsub"])
         stack.start("pubsub", pubsub.command(), PORTS["pubsub"])
         pubsub.ready()
@@ -148,9 +156,16 @@ def main() -> int:
             PORTS["connector"],
             PORT=str(PORTS["connector"]),
             CALL_EVENTS_TOPIC=TOPIC,
-            # the demo relay listens on loopback, which the address policy refuses by default
-            RELAY_ALLOWED_NETWORKS="127.0.0.0/8,::1/128",
+            RELAY_ALLOWED_NETWORKS=ALLOWED_NETWORKS,
             PUBSUB_EMULATOR_HOST=f"127.0.0.1:{PORTS['pubsub']}",
+            HEALTH_HOST="127.0.0.1",  # a laptop's health server is not for the network
+        )
+        stack.start(
+            "console",
+            [py, "-m", "devtools.console", "--port", str(PORTS["console"]), "--fcm", fcm_url],
+            PORTS["console"],
+            # the doctor judges relay addresses as the connector does
+            RELAY_ALLOWED_NETWORKS=ALLOWED_NETWORKS,
         )
         time.sleep(1.0)
         print(
@@ -159,6 +174,7 @@ def main() -> int:
             f"    connector health        http://127.0.0.1:{PORTS['connector']}/healthz\n"
             f"    notifier (on_call_event) {notifier_url}\n"
             f"    local FCM endpoint      http://127.0.0.1:{PORTS['fcm']}/__fake/messages\n"
+            f"    console (live)          http://127.0.0.1:{PORTS['console']}/\n"
             f"    Firestore emulator      127.0.0.1:{PORTS['firestore']}\n"
             f"    Pub/Sub emulator        127.0.0.1:{PORTS['pubsub']} (topic {TOPIC})\n"
             "\n  In another terminal:  make call    (the seed's sample call; prints its pushes)\n"

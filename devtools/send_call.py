@@ -1,6 +1,10 @@
 """`make call`: send the seed's sample Newchannel to the demo relay, then show the pushes.
 
 python -m devtools.send_call [--relay ws://127.0.0.1:7099] [--fcm http://127.0.0.1:9099]
+    [--then answered|missed [--after SECONDS] [--answer-by EXT]]
+
+`--then` plays the rest of the call after the ring: a desk phone answers it and hangs up, or the
+caller gives up unanswered (the missed-call notice); the console (devtools/console) shows both.
 """
 
 from __future__ import annotations
@@ -34,11 +38,50 @@ async def send(relay: str, frame: dict) -> None:
         await ws.send(json.dumps(frame, ensure_ascii=False))
 
 
+def _later_frame(ring: dict, event: dict[str, str], when: float) -> dict:
+    data = ring["data"]
+    root = {k: data[k] for k in ("Channel", "Uniqueid", "Linkedid")}
+    return {**ring, "data": {**root, **event, "Timestamp": f"{when:.6f}"}}
+
+
+def lifecycle_frames(ring: dict, then: str, *, answer_by: str = "1010") -> list[dict]:
+    """What follows the seed's Newchannel on the root channel: `answered` = a desk phone
+    (`PJSIP/<answer_by>`) picks up, then the call ends normally; `missed` = the caller hangs up
+    while the phones ring (no answer)."""
+    now = time.time()
+    if then == "answered":
+        answer = {
+            "Event": "DialEnd",
+            "DestChannel": f"PJSIP/{answer_by}-0000001c",
+            "DestCallerIDNum": answer_by,
+            "DialStatus": "ANSWER",
+        }
+        hangup = {"Event": "Hangup", "Cause": "16", "Cause-txt": "Normal Clearing"}
+        return [_later_frame(ring, answer, now), _later_frame(ring, hangup, now + 1)]
+    if then == "missed":
+        request = {"Event": "HangupRequest", "Cause": "16"}
+        hangup = {"Event": "Hangup", "Cause": "16", "Cause-txt": "Normal Clearing"}
+        return [_later_frame(ring, request, now), _later_frame(ring, hangup, now)]
+    raise ValueError(f"unknown --then {then!r}")
+
+
+async def send_later(relay: str, ring: dict, then: str, after: float, answer_by: str) -> None:
+    await asyncio.sleep(after)
+    async with connect(relay) as ws:
+        for frame in lifecycle_frames(ring, then, answer_by=answer_by):
+            await ws.send(json.dumps(frame, ensure_ascii=False))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--relay", default="ws://127.0.0.1:7099")
     parser.add_argument("--fcm", default="http://127.0.0.1:9099")
     parser.add_argument("--wait", type=float, default=5.0, help="seconds to wait for pushes")
+    parser.add_argument(
+        "--then", choices=("answered", "missed"), help="after the ring: answer and end, or miss"
+    )
+    parser.add_argument("--after", type=float, default=2.0, help="seconds of ringing before it")
+    parser.add_argument("--answer-by", default="1010", help="the desk extension that answers")
     args = parser.parse_args()
     now = time.time()
     linkedid = f"{now:.3f}"
@@ -69,6 +112,9 @@ def main() -> int:
         )
     print("\nthe first one, as firebase-admin sent it:")
     print(json.dumps(pushes[0], ensure_ascii=False, indent=2))
+    if args.then:
+        asyncio.run(send_later(args.relay, frame, args.then, args.after, args.answer_by))
+        print(f"\nthen: {args.then} (the cancel and history follow; see the console)")
     return 0
 
 
