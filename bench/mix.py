@@ -138,3 +138,41 @@ def describe(frames: list[bytes]) -> dict[str, float | int]:
         "frames_per_ringing": round(len(frames) / max(1, kinds.get("ringing", 0)), 1),
         "mean_bytes": round(size / max(1, len(frames)), 1),
     }
+
+
+def _pending_call(linkedid: str) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """A trunk call that waits for its number (Exten `s`) and, at the end of its block, learns
+    it from FreePBX's `FROM_DID` VarSet, rings and hangs up."""
+    start = seed_frame(linkedid, f"{time.time():.6f}")["data"] | {"Exten": "s"}
+    did = {
+        "Event": "VarSet",
+        "Privilege": "dialplan,all",
+        "Channel": start["Channel"],
+        "Uniqueid": linkedid,
+        "Linkedid": linkedid,
+        "Variable": "__FROM_DID",
+        "Value": seed_frame(linkedid, "0")["data"]["Exten"],
+    }
+    return start, [did, *_seed_call(linkedid)[1:]]
+
+
+def build_all_parse_events(frames: int) -> list[dict[str, str]]:
+    """The hardest stream for a reader that skips by event name: while one trunk call waits for
+    its number, every VarSet may be the one that gives it, so none can be skipped by its name.
+    Each block: that call's Newchannel, VarSet frames of other calls (real ones from the
+    captures, which nobody follows), then its number, ring and hangup."""
+    _, filler_names = _sources()
+    stream = itertools.islice(_filler_stream(filler_names), 100_000)
+    varsets = [e for e in stream if e.get("Event") == "VarSet"][:5000]
+    pool = itertools.cycle(varsets)
+    out: list[dict[str, str]] = []
+    for block in range(max(1, frames // BLOCK)):
+        start, end = _pending_call(f"pending{block}.1")
+        out.append(start)
+        out += [next(pool) for _ in range(BLOCK - 1 - len(end))]
+        out += end
+    return out
+
+
+def build_all_parse_frames(frames: int) -> list[bytes]:
+    return [amiws_bytes(envelope(event)) for event in build_all_parse_events(frames)]

@@ -86,7 +86,16 @@ class RelayIngest:
         # tracking.
         if type(payload) is bytes and len(payload) <= self.max_frame_bytes:
             name = search_event_name(payload)
-            if name is not None and name[1] not in tracker.wanted:
+            if name is not None and (
+                name[1] not in tracker.wanted
+                # read raw, parsed only when it may matter: a Newchannel's context, the ids
+                # by which any other event names its call
+                or not (
+                    tracker.may_start_a_call(payload)
+                    if name[1] == b"Newchannel"
+                    else tracker.may_name_a_call(payload)
+                )
+            ):
                 stats.skipped += 1
                 return []
         loaded = load_frame(payload, max_bytes=self.max_frame_bytes)

@@ -56,6 +56,7 @@ ROOT: Final = ""  # `answers` key of the root's own answered Dial (a channel nam
 DEFAULT_MAX_CALL_SECONDS: Final = 4 * 3600.0
 DEFAULT_DID_CONTEXTS: Final = ("ext-did",)  # FreePBX inbound routes (ext-did-0001, -0002)
 RING_GRACE_SECONDS: Final = 5.0  # past the ring window before a silent ringing call is ended
+MAX_RAW_ID_SCANS: Final = 3  # calls in progress up to which raw frames are scanned for ids
 GAP_GRACE_SECONDS: Final = 5.0  # after a gap, for an event to show that a ringing call lives
 
 
@@ -134,6 +135,11 @@ class CallTracker:
         self.last_stale: tuple[int, str, float] | None = None  # (server, linkedid, lateness)
         self._deadlines: list[tuple[float, CallKey]] = []  # ring timeouts and gap ends (lazy)
         self._suspects: set[CallKey] = set()  # calls with a gap_until
+        # The calls' ids as bytes (count per id: two PBXs of a relay may reuse one), for a
+        # reader that checks a raw frame before parsing it (`may_name_a_call`).
+        self._ids: dict[bytes, int] = {}
+        self._id_list: tuple[bytes, ...] = ()
+        self._raw_prefixes = tuple(prefix.encode() for prefix in prefixes)
         self.prefixes = tuple(prefixes)
         self.did_contexts = tuple(did_contexts)
         self.max_calls = max_calls
@@ -189,6 +195,35 @@ class CallTracker:
         if event in _DIALPLAN_EVENTS and not self._pending:
             return False
         return self._names_a_call(data)
+
+    def may_name_a_call(self, payload: bytes) -> bool:
+        """Whether a raw frame (whose event name is wanted) may name a call in progress, read
+        without parsing. Every handler finds its call by an id header whose value is the call's
+        Linkedid, and amiws copies Asterisk's ids (digits and dots) unescaped: a frame in which
+        no call's id occurs at all cannot change anything. With more than a few calls in
+        progress the scans would cost more than the parse, so the frame is parsed."""
+        ids = self._id_list
+        if len(ids) > MAX_RAW_ID_SCANS:
+            return True
+        for raw in ids:  # noqa: SIM110 (a loop: any() and its generator cost more per frame)
+            if raw in payload:
+                return True
+        return False
+
+    def may_start_a_call(self, payload: bytes) -> bool:
+        """Whether a raw Newchannel may be a trunk call's root, read without parsing: False only
+        when its one `Context` is a plain string outside the trunk prefixes (the seed rule's
+        first test). Anything unusual says True, and the frame is parsed."""
+        at = payload.find(b'Context":')
+        if at <= 0 or payload[at - 1] != 0x22:  # '"': the whole key, not "...Context"
+            return True
+        end = at + 9
+        if payload.find(b'"Context":', end) >= 0:  # repeated: JSON readers keep the last
+            return True
+        quote = payload.find(b'"', end)
+        if quote < 0 or payload[end:quote].strip() != b"":
+            return True  # not a string (null, a number)
+        return payload.startswith(self._raw_prefixes, quote + 1)
 
     def _names_a_call(self, data: Mapping[str, object]) -> bool:
         """Whether the headers name a call in progress; True when they carry no id to read, or
@@ -371,6 +406,9 @@ class CallTracker:
 
     def _add(self, key: CallKey, call: _Call, now: float) -> None:
         self._calls[key] = call
+        raw = key[1].encode()
+        self._ids[raw] = self._ids.get(raw, 0) + 1
+        self._id_list = tuple(self._ids)
         self._servers.add(key[0])
         if call.pending:
             self._pending.add(key)
@@ -391,7 +429,7 @@ class CallTracker:
         call = self._calls[key]
         self._pending.discard(key)
         if self._late(key[0], key[1], parse_timestamp(data), now):
-            del self._calls[key]
+            self._forget(key)
             self._suspects.discard(key)
             return []
         call.pending = False
@@ -566,7 +604,7 @@ class CallTracker:
 
     def _on_hangup(self, frame: Frame, data: Mapping[str, Any], now: float) -> list[CallEvent]:
         key = (frame.server_id, text(data, "Uniqueid"))
-        call = self._calls.pop(key, None)
+        call = self._forget(key)
         if call is None:
             return []
         self._suspects.discard(key)
@@ -586,8 +624,21 @@ class CallTracker:
             )
         ]
 
+    def _forget(self, key: CallKey) -> _Call | None:
+        call = self._calls.pop(key, None)
+        if call is not None:
+            raw = key[1].encode()
+            left = self._ids[raw] - 1
+            if left:
+                self._ids[raw] = left
+            else:
+                del self._ids[raw]
+                self._id_list = tuple(self._ids)
+        return call
+
     def _drop(self, key: CallKey, reason: EndReason, now: float) -> Dropped:
-        call = self._calls.pop(key)
+        call = self._forget(key)
+        assert call is not None
         self._pending.discard(key)
         self._suspects.discard(key)
         ended = None
