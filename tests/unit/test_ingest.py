@@ -146,13 +146,17 @@ def test_frames_of_calls_not_followed_are_skipped_but_a_followed_calls_are_not()
     assert relay.on_frame(other, 4.0) == [] and relay.stats.skipped == 3  # no call in progress
 
 
-def test_a_frame_with_no_ids_or_odd_ones_is_validated_not_skipped():
+def test_a_frame_with_no_ids_or_odd_ones_changes_nothing():
     relay = ingest()
     assert len(relay.on_frame(orjson.dumps(seed_frame("1.1", "1.0")), 1.0)) == 1
     no_ids = b'{"type":3,"server_id":1,"data":{"Event":"Hangup","Channel":"x"}}'
     odd = b'{"type":3,"server_id":1,"data":{"Event":"Hangup","Uniqueid":7,"Linkedid":null}}'
     assert relay.on_frame(no_ids, 2.0) == [] and relay.on_frame(odd, 2.0) == []
-    assert relay.stats.skipped == 0  # both went through validation and the tracker
+    # no call's id occurs in them: they cannot name one, and are skipped unparsed
+    assert relay.stats.skipped == 2 and relay.tracker.active_calls == 1
+    named = b'{"type":3,"server_id":1,"data":{"Event":"Hangup","Uniqueid":"1.1","Linkedid":7}}'
+    [ended] = relay.on_frame(named, 3.0)
+    assert ended.kind.value == "ended"
 
 
 def test_a_truncated_frame_is_reported_as_bad_not_skipped():
