@@ -30,6 +30,7 @@ BENCHMARKS = {
     "fanout": "bench.fanout",
     "coldstart": "bench.coldstart",
     "scale": "bench.scale",
+    "burst": "bench.burst",
 }
 DOCS = ROOT / "docs" / "benchmarks.md"
 RESULTS = ROOT / "bench" / "results.json"

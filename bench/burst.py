@@ -1,0 +1,277 @@
+"""Benchmark: the notifier under a burst. 200 ringing calls within one second, over 20 tenants of
+the PBX directory, each call to 3 devices (issue 17, "Notifier under a burst").
+
+Real parts: Google's Firestore emulator seeded with 20 `pbx_tenants` (one PBX, one number, two
+members with 2 + 1 devices each), the notifier (main.py under functions-framework, as Cloud
+Functions serves it) and the FCM stand-in in its own process. The events reach the notifier as
+Eventarc delivers them: one binary-mode CloudEvent POST each (the connector's PushPublisher),
+sent on a fixed schedule over one second. Latency = FCM arrival - the event's send.
+
+Variants: the notifier's request concurrency (functions-framework's gunicorn threads, `THREADS`;
+Cloud Functions gen2's `max_instance_request_concurrency` per instance). One process stands for
+one instance: what one instance sustains is what min/max instances multiply.
+
+Baseline: the same burst against a floor notifier (bench/e2e_floor.py: decode the event, POST
+the three FCM requests, nothing else) with the same concurrency: the cost of the hops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from bench.common import (
+    LOCAL_SETTINGS,
+    PROJECT,
+    BenchResult,
+    Row,
+    at_least,
+    children,
+    cpu_seconds,
+    percentile,
+)
+from bench.stack import FakeFcmProcess, notifier, notifier_env
+
+CALLS = 200
+TENANTS = 20
+DEVICES_PER_CALL = 3
+BURST_SECONDS = 1.0
+CONCURRENCY = (1, 8, 32)
+DEPLOYED = 8  # infra/notifier.tf's request concurrency this benchmark supports (see the rows)
+
+
+def tenant_documents(tenants: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """`tenants` companies, each on its own PBX (relay 127.0.0.1:7200+t, server 1) with one
+    number and two members: A with two phones, B with one."""
+    docs: dict[str, dict[str, dict[str, Any]]] = {
+        "pbx_tenants": {},
+        "users": {},
+        "my_extensions": {},
+        "fcm_tokens": {},
+    }
+    for t in range(tenants):
+        number = f"0704514{t:04d}"
+        members = [f"t{t}-a", f"t{t}-b"]
+        docs["pbx_tenants"][f"tenant-{t}"] = {
+            "name": f"회사 {t}",
+            "active": True,
+            "pbx": [{"relay": f"ws://127.0.0.1:{7200 + t}", "serverId": 1}],
+            "numbers": [number],
+            "members": members,
+        }
+        for m, uid in enumerate(members):
+            docs["users"][uid] = {"companyName": f"회사 {t}", "isActive": True}
+            docs["my_extensions"][f"ext-{uid}"] = {
+                "userId": uid,
+                "extension": f"{1000 + m}",
+                "accountCode": number,
+            }
+            for d in range(2 - m):
+                docs["fcm_tokens"][f"{uid}_d{d}_Android"] = {
+                    "userId": uid,
+                    "fcmToken": f"tok-{uid}-{d}",
+                    "deviceId": f"d{d}",
+                    "platform": "android",
+                    "isActive": True,
+                    "isApproved": True,
+                }
+    return docs
+
+
+def _seed(emulator_host: str) -> None:
+    from google.cloud import firestore
+
+    with mock.patch.dict(os.environ, {"FIRESTORE_EMULATOR_HOST": emulator_host}):
+        client = firestore.Client(project=PROJECT)
+    try:
+        batch = client.batch()
+        for collection, items in tenant_documents(TENANTS).items():
+            for doc_id, doc in items.items():
+                batch.set(client.collection(collection).document(doc_id), doc)
+        batch.commit()
+    finally:
+        client.close()
+
+
+def _events(prefix: str, calls: int) -> list[Any]:
+    from functions.core.call_event import CallEvent, Kind
+
+    now = time.time()
+    return [
+        CallEvent(
+            kind=Kind.RINGING,
+            relay=f"127.0.0.1:{7200 + n % TENANTS}",
+            server_id=1,
+            linkedid=f"{prefix}.{n}",
+            caller_number=f"0102613{n:04d}",
+            caller_name="김철수",
+            dialled_number=f"0704514{n % TENANTS:04d}",
+            channel=f"PJSIP/trunk-{n:08x}",
+            occurred_at=now,
+            detected_at=now,
+        )
+        for n in range(calls)
+    ]
+
+
+async def _burst(url: str, prefix: str, calls: int) -> dict[str, float]:
+    """POST the calls' ringing events on a fixed schedule over BURST_SECONDS; send times."""
+    from dataclasses import replace
+
+    from functions.connector.adapters.event_publishers import PushPublisher
+
+    publisher = PushPublisher(url, PROJECT, "call-events", timeout=60)
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+    sent: dict[str, float] = {}
+    for n, event in enumerate(_events(prefix, calls)):
+        delay = start + n * BURST_SECONDS / calls - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        now = time.time()
+        await publisher.publish(replace(event, occurred_at=now, detected_at=now))
+        sent[event.linkedid] = now
+    await publisher.close()
+    return sent
+
+
+def _arrivals(records: list[dict[str, Any]], sent: dict[str, float]) -> dict[str, list[float]]:
+    arrivals: dict[str, list[float]] = {}
+    for record in records:
+        data = ((record.get("body") or {}).get("message") or {}).get("data") or {}
+        if data.get("linkedid") in sent and record.get("status") == 200:
+            arrivals.setdefault(data["linkedid"], []).append(record["time"])
+    return arrivals
+
+
+def _phase(fcm: FakeFcmProcess, env: dict[str, str], threads: int, source: str | None) -> dict:
+    prefix = f"burst{threads}{'f' if source else ''}"
+    with notifier({**env, "THREADS": str(threads)}, source=source) as proc:
+        asyncio.run(_burst(proc.url, f"{prefix}warm", TENANTS))  # every tenant's cache warm
+        fcm.wait_for(TENANTS * DEVICES_PER_CALL, 60)
+        fcm.clear()
+        pids = [proc.proc.pid, *children(proc.proc.pid)]  # gunicorn's master and worker
+        cpu_before = sum(cpu_seconds(p) for p in pids)
+        sent = asyncio.run(_burst(proc.url, prefix, CALLS))
+        deadline = time.monotonic() + 120
+        while True:
+            arrivals = _arrivals(fcm.records(), sent)
+            done = sum(len(a) >= DEVICES_PER_CALL for a in arrivals.values())
+            if done >= CALLS or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        time.sleep(0.5)  # a push too many would arrive in this time
+        arrivals = _arrivals(fcm.records(), sent)
+        cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
+    first = [min(a) - sent[c] for c, a in arrivals.items()]
+    last = [max(a) - sent[c] for c, a in arrivals.items() if len(a) >= DEVICES_PER_CALL]
+    return {
+        "threads": threads,
+        "delivered": sum(len(a) for a in arrivals.values()),
+        "complete_calls": len(last),
+        "once": all(len(a) == DEVICES_PER_CALL for a in arrivals.values()),
+        "first_p50_ms": (percentile(first, 50) or 0) * 1000,
+        "first_p99_ms": (percentile(first, 99) or 0) * 1000,
+        "all_p50_ms": (percentile(last, 50) or 0) * 1000,
+        "all_p99_ms": (percentile(last, 99) or 0) * 1000,
+        "cpu_ms_per_call": cpu * 1000 / CALLS,
+    }
+
+
+def run(quick: bool = False) -> BenchResult:
+    from devtools.emulators import FirestoreEmulator
+
+    global CALLS
+    CALLS = 40 if quick else 200
+    result = BenchResult(
+        "burst",
+        f"6. Notifier under a burst: {CALLS} ringing calls within 1 s, {TENANTS} tenants, "
+        f"{DEVICES_PER_CALL} devices each",
+        baseline=(
+            "the same burst, concurrency and stack against the floor notifier (bench/e2e_floor.py: "
+            "decode the event, POST its FCM requests, nothing else)"
+        ),
+        method=(
+            f"{CALLS} binary CloudEvent POSTs (the connector's PushPublisher) on a fixed schedule "
+            f"over {BURST_SECONDS:.0f} s to main.py's on_call_event under functions-framework, "
+            "after one warm-up call per tenant; Google's Firestore emulator holds the PBX "
+            "directory (20 pbx_tenants) and the app's documents; the FCM stand-in answers at "
+            "once. Latency = FCM arrival − send; 'all' = the call's third device. Concurrency = "
+            "gunicorn threads in one notifier process (one Cloud Functions instance)."
+        ),
+    )
+    phases: list[dict[str, Any]] = []
+    floors: dict[int, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        emulator = FirestoreEmulator(project=PROJECT, log_path=Path(tmp) / "fs.log").start()
+        fcm = FakeFcmProcess().start()
+        try:
+            _seed(emulator.host)
+            env = notifier_env(emulator.host, fcm.url, **LOCAL_SETTINGS)
+            floor_source = str(Path(__file__).with_name("e2e_floor.py"))
+            for threads in CONCURRENCY if not quick else (8,):
+                phases.append(_phase(fcm, env, threads, None))
+                floors[threads] = _phase(fcm, env, threads, floor_source)
+        finally:
+            fcm.stop()
+            emulator.stop()
+    expected = CALLS * DEVICES_PER_CALL
+    for phase in phases:
+        floor = floors[phase["threads"]]
+        ok = phase["delivered"] == expected and phase["once"]
+        result.rows += [
+            Row(
+                f"concurrency {phase['threads']}: pushes delivered, each device once",
+                float(phase["delivered"]),
+                "pushes",
+                f"= {expected}",
+                ok,
+            ),
+            Row(
+                f"concurrency {phase['threads']}: p50, every device of a call rung",
+                phase["all_p50_ms"],
+                "ms",
+                baseline=floor["all_p50_ms"],
+                baseline_label="floor notifier",
+                ratio=phase["all_p50_ms"] / max(floor["all_p50_ms"], 1e-9),
+            ),
+            Row(
+                f"concurrency {phase['threads']}: p99, every device of a call rung",
+                phase["all_p99_ms"],
+                "ms",
+                target="<= 1000" if phase["threads"] == DEPLOYED else "",
+                passed=(
+                    at_least(1000 - phase["all_p99_ms"], 0)
+                    if phase["threads"] == DEPLOYED
+                    else None
+                ),
+                baseline=floor["all_p99_ms"],
+                baseline_label="floor notifier",
+                ratio=phase["all_p99_ms"] / max(floor["all_p99_ms"], 1e-9),
+            ),
+            Row(
+                f"concurrency {phase['threads']}: notifier CPU per ringing call",
+                phase["cpu_ms_per_call"],
+                "ms",
+                baseline=floor["cpu_ms_per_call"],
+                baseline_label="floor notifier",
+                ratio=phase["cpu_ms_per_call"] / max(floor["cpu_ms_per_call"], 1e-9),
+            ),
+        ]
+    result.raw = {"phases": phases, "floors": floors}
+    return result
+
+
+def main() -> None:
+    result = run(quick=False)
+    for row in result.rows:
+        print(row.label, row.value, row.passed, row.baseline)
+
+
+if __name__ == "__main__":
+    main()
