@@ -29,6 +29,7 @@ log = logging.getLogger("connector.ingest")
 CLOCK_SAMPLE_EVERY = 1.0  # seconds between PBX clock samples taken from frames we skip
 # AMI's Timestamp header (timestampevents=yes), read from raw bytes like the event name
 search_timestamp = re.compile(rb'"Timestamp"\s*:\s*"([0-9]{1,12}(?:\.[0-9]{1,9})?)"').search
+search_server_id = re.compile(rb'"server_id"\s*:\s*([0-9]{1,9})\b').search
 _LOG_EVERY = 100  # after the first few, log one bad frame of each reason per this many
 # amiws's replies to its own AMI Login (design.md "The relay (amiws) frames")
 _LOGIN_REPLIES = {"Authentication accepted": "up", "Authentication failed": "auth_failed"}
@@ -164,9 +165,12 @@ class RelayIngest:
 
     def _sample_clock(self, payload: bytes | str, now: float) -> None:
         self._next_clock_sample = now + CLOCK_SAMPLE_EVERY
-        found = search_timestamp(payload if type(payload) is bytes else payload.encode())
+        raw = payload if type(payload) is bytes else payload.encode()
+        found = search_timestamp(raw)
         if found is not None:  # digits and one dot: float() cannot fail
-            self.tracker.clock.observe(float(found[1]), now)
+            server = search_server_id(raw, 0, 200)  # amiws writes it first, in the envelope
+            server_id = int(server[1]) if server is not None else 1
+            self.tracker.clock(server_id).observe(float(found[1]), now)
 
     def on_connected(self, connects: int, now: float | None = None) -> None:
         """The relay client (re)connected. After a reconnect the events of the gap are lost:
@@ -220,6 +224,6 @@ class RelayIngest:
                 server_id=server_id,
                 linkedid=linkedid,
                 late_s=round(lateness, 1),
-                clock_offset_s=round(self.tracker.clock.offset or 0.0, 1),
+                clock_offset_s=round(self.tracker.clock(server_id).offset or 0.0, 1),
             ),
         )

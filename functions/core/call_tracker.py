@@ -58,6 +58,7 @@ DEFAULT_DID_CONTEXTS: Final = ("ext-did",)  # FreePBX inbound routes (ext-did-00
 RING_GRACE_SECONDS: Final = 5.0  # past the ring window before a silent ringing call is ended
 MAX_RAW_ID_SCANS: Final = 3  # calls in progress up to which raw frames are scanned for ids
 GAP_GRACE_SECONDS: Final = 5.0  # after a gap, for an event to show that a ringing call lives
+MAX_CLOCKS: Final = 64  # PBX clocks kept per relay (one per server_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +131,8 @@ class CallTracker:
         # None: no ring timeout and no backlog check (the tracker alone, e.g. corpus replays)
         self.ring_window = ring_window
         self.gap_grace = gap_grace
-        self.clock = PbxClock()
+        # per PBX behind the relay: two PBXs on one relay may keep different clocks
+        self.clocks: dict[int, PbxClock] = {}
         self.stale_rings = 0  # ringing frames that arrived too late to ring (a backlog)
         self.last_stale: tuple[int, str, float] | None = None  # (server, linkedid, lateness)
         self._deadlines: list[tuple[float, CallKey]] = []  # ring timeouts and gap ends (lazy)
@@ -258,7 +260,7 @@ class CallTracker:
             self._alive(frame.server_id, data)
         pbx_time = parse_timestamp(data)
         if pbx_time is not None:
-            self.clock.observe(pbx_time, now)
+            self.clock(frame.server_id).observe(pbx_time, now)
         try:
             return handler(frame, data, now)
         finally:
@@ -360,11 +362,20 @@ class CallTracker:
             due = call.rung_at + self.ring_window + RING_GRACE_SECONDS
             heapq.heappush(self._deadlines, (due, key))
 
+    def clock(self, server_id: int) -> PbxClock:
+        """The PBX's clock as seen from this relay (its offset from ours)."""
+        clock = self.clocks.get(server_id)
+        if clock is None:
+            if len(self.clocks) >= MAX_CLOCKS:  # server ids are the relay's to choose: bounded
+                self.clocks.pop(next(iter(self.clocks)))
+            clock = self.clocks[server_id] = PbxClock()
+        return clock
+
     def _late(self, server_id: int, linkedid: str, pbx_time: float | None, now: float) -> bool:
         """A ringing frame delivered later than the ring window (a backlog) rings nobody."""
         if self.ring_window is None or pbx_time is None:
             return False
-        lateness = self.clock.lateness(pbx_time, now)
+        lateness = self.clock(server_id).lateness(pbx_time, now)
         if lateness <= self.ring_window:
             return False
         self.stale_rings += 1

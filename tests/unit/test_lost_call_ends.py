@@ -400,3 +400,18 @@ def test_no_log_call_in_the_product_passes_a_reserved_key():
 
 def test_the_connector_reads_the_ledger_the_notifier_writes():
     assert rung_calls.LEDGER == ledger_store.LEDGER
+
+
+def test_two_pbxs_behind_one_relay_keep_their_own_clocks():
+    relay = ingest()
+    behind = -5 * 3600
+    for n in range(4):
+        now = T0 + n * 2
+        in_step = snapshot(TRUNK, f"4.{n}", f"4.{n}") | {"Event": "Newchannel"}
+        in_step["Timestamp"] = f"{now - 0.05:.6f}"
+        late_clock = snapshot(TRUNK, f"5.{n}", f"5.{n}") | {"Event": "Newchannel"}
+        late_clock["Timestamp"] = f"{now + behind:.6f}"
+        assert len(relay.on_frame(envelope(in_step, server_id=1), now)) == 1
+        assert len(relay.on_frame(envelope(late_clock, server_id=2), now + 0.5)) == 1
+    assert relay.stats.stale_rings == 0
+    assert relay.tracker.clock(2).offset == pytest.approx(-behind + 0.5)
