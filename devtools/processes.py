@@ -39,11 +39,19 @@ def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
         proc.wait(timeout=timeout)
 
 
-def notifier_command(port: int, *, python: str = sys.executable, source: str = "") -> list[str]:
-    """main.py's `on_call_event` under functions-framework, as Cloud Functions serves it."""
+def notifier_command(
+    port: int,
+    *,
+    python: str = sys.executable,
+    source: str = "",
+    target: str = "on_call_event",
+    signature: str = "cloudevent",
+) -> list[str]:
+    """main.py's `on_call_event` under functions-framework, as Cloud Functions serves it (or
+    another target of main.py: the app's endpoints are `http` targets)."""
     source_args = ["--source", source] if source else []
     return [
         *[python, "-m", "functions_framework", *source_args],
-        *["--target", "on_call_event", "--signature-type", "cloudevent"],
+        *["--target", target, "--signature-type", signature],
         *["--host", "127.0.0.1", "--port", str(port)],
     ]

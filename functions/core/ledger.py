@@ -141,3 +141,51 @@ def close_call(
     for device in cancels:
         new["devices"][device.key]["cancel"] = now
     return new, cancels, first
+
+
+# -- the app's own endpoints (functions.app_endpoints) -------------------------------------------
+# The record also remembers the ringing event (`ring`, the call event's JSON fields) so that
+# the app's endpoints act only on calls the backend itself saw ring; `userCancels` notes which
+# users confirmed or rejected the call on one of their devices.
+
+
+def remember_ringing(
+    record: Mapping[str, Any] | None, ringing: Mapping[str, Any], base: Mapping[str, Any]
+) -> Record | None:
+    """The record with the ringing event kept (None: nothing to write, it is known already)."""
+    if record and isinstance(record.get("ring"), Mapping):
+        return None
+    new = _copy(record, base)
+    new["ring"] = dict(ringing)
+    return new
+
+
+def rung_devices_of(record: Mapping[str, Any] | None, user_id: str) -> list[DeviceRef]:
+    """The user's devices that were sent the incoming push for this call."""
+    return [
+        DeviceRef(str(e.get("token", "")), str(e.get("docId", "")), user_id)
+        for e in devices_of(record).values()
+        if e.get("userId") == user_id and e.get("incoming") == SENT and e.get("token")
+    ]
+
+
+def cancel_for_user(
+    record: Mapping[str, Any] | None, user_id: str, action: str, now: float
+) -> tuple[Record | None, list[DeviceRef]]:
+    """One user stopped the call on one of their devices: claim the cancel of that user's rung
+    devices that have had none (no other user's), and note the user's decision once.
+    (new record or None when there is nothing to write, devices to send the cancel to)."""
+    cancels = [d for d in plan_cancel(record) if d.user_id == user_id]
+    user_cancels = (record or {}).get("userCancels")
+    noted = isinstance(user_cancels, Mapping) and user_id in user_cancels
+    if not cancels and noted:
+        return None, []
+    new = _copy(record, {})
+    for device in cancels:
+        new["devices"][device.key]["cancel"] = now
+    if not noted:
+        new["userCancels"] = {
+            **(new.get("userCancels") or {}),
+            user_id: {"action": action, "at": now},
+        }
+    return new, cancels

@@ -14,9 +14,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from functions.core.call_event import CallEvent, Kind
+from functions.core.call_event import CallEvent, EndReason, Kind
 from functions.core.call_event import Outcome as CallOutcome
 from functions.core.ledger import DeviceRef
 from functions.core.push import (
@@ -32,6 +32,7 @@ from functions.log import fields, mask_number, mask_token
 from functions.notifier.adapters.fcm_sender import Outcome, SendResult
 
 log = logging.getLogger("notifier")
+RING_TIMEOUT = EndReason.RING_TIMEOUT.value
 
 MAX_SEND_ATTEMPTS = 4
 CANCEL_RETRY_SECONDS = 30.0  # a cancel or missed notice is worth retrying a little longer
@@ -61,6 +62,13 @@ class Ledger(Protocol):
     def close_call(
         self, event: CallEvent, action: str, now: float
     ) -> tuple[list[DeviceRef], bool]: ...
+
+
+@runtime_checkable
+class RingingMemory(Protocol):
+    """A ledger that can keep the ringing event of a call nobody was pushed for."""
+
+    def remember_ringing(self, event: CallEvent) -> None: ...
 
 
 @dataclass
@@ -118,6 +126,7 @@ class Notifier:
         report.recipients = len(selection.recipients)
         report.skipped.update(skip.reason for skip in selection.skipped)
         if not selection.recipients:
+            self._remember_for_dcmiws(event, selection)
             return
         by_key = {_ref(r, d).key: (r, d) for r in selection.recipients for d in r.devices}
         candidates = [_ref(r, d) for r, d in by_key.values()]
@@ -144,11 +153,34 @@ class Notifier:
         self._prune(results, report)
         if closing is not None:
             # The call was answered or ended while we were ringing: take it back at once.
-            action = cancel_action(closing.kind.value, closing.outcome)
+            action = cancel_action(closing.kind.value, closing.outcome, closing.end_reason)
             report.action = action
             self.history.record_outcome(closing, action)
             pushes = self._closing_pushes(closing, late_cancels, action, self.clock())
             self._deliver(event, pushes, report, deadline=self.clock() + CANCEL_RETRY_SECONDS)
+
+    def _remember_for_dcmiws(self, event: CallEvent, selection: Selection) -> None:
+        """Users in DCMIWS mode see the call in the app and ask sendIncomingCallNotification
+        (functions.app_endpoints) to ring their other devices: it acts only on calls the
+        ledger saw ring. Calls with recipients are remembered by their first ledger write."""
+        if isinstance(self.ledger, RingingMemory) and any(
+            skip.reason == "dcmiws_enabled" for skip in selection.skipped
+        ):
+            self.ledger.remember_ringing(event)
+
+    def deliver_cancels(
+        self, event: CallEvent, devices: Sequence[DeviceRef], action: str
+    ) -> Report:
+        """Send the cancel push to these devices (claimed in the ledger by the caller), with the
+        same retries and dead-token pruning as a closing event; history is the caller's."""
+        report = Report(event.event_id, "cancel", action=action)
+        report.recipients = len({d.user_id for d in devices})
+        now = self.clock()
+        pushes = [cancel_push(event, _device(d), action=action, now=now) for d in devices]
+        if pushes:
+            results = self._deliver(event, pushes, report, deadline=now + CANCEL_RETRY_SECONDS)
+            self._prune(results, report)
+        return report
 
     def _ring_deadline(self, event: CallEvent) -> float:
         return event.detected_at + self.ring_window
@@ -157,7 +189,7 @@ class Notifier:
 
     def _close(self, event: CallEvent, report: Report) -> None:
         now = self.clock()
-        action = cancel_action(event.kind.value, event.outcome)
+        action = cancel_action(event.kind.value, event.outcome, event.end_reason)
         report.action = action
         cancels, _first = self.ledger.close_call(event, action, now)
         pushes = self._closing_pushes(event, cancels, action, now)
@@ -177,6 +209,9 @@ class Notifier:
             event.kind is Kind.ENDED
             and event.outcome != CallOutcome.ANSWERED
             and self.missed_notifications
+            # A call the connector ended after losing its events may have been answered
+            # meanwhile: no "missed" claim. One that rang out the whole window was missed.
+            and (event.outcome != CallOutcome.UNKNOWN or event.end_reason == RING_TIMEOUT)
         )
         if missed:
             pushes += [missed_push(event, _device(r), now=now) for r in devices]

@@ -21,6 +21,7 @@ from google.api_core.exceptions import AlreadyExists
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from functions.core.app_calls import history_marks_cancelled
 from functions.core.call_event import CallEvent, Kind
 from functions.core.recipients import Recipient
 
@@ -42,9 +43,28 @@ class HistoryStore:
         """Create each recipient's document; returns how many were new."""
         user_ids = [r.user_id for r in recipients]
         ids = history_doc_ids(event.linkedid, user_ids)
+        return self._create_all(event, list(zip(ids, recipients, strict=True)), user_ids)
+
+    def record_joining(self, event: CallEvent, recipients: Sequence[Recipient]) -> int:
+        """record_incoming for a call that may have history already: the app's
+        sendIncomingCallNotification rings users the notifier skipped (DCMIWS mode). Users with
+        a document keep it; a newcomer gets the call's own document only if nobody has it."""
+        existing = {s.id: (s.to_dict() or {}).get("userId") for s in self._docs(event.linkedid)}
+        newcomers = [r for r in recipients if r.user_id not in set(existing.values())]
+        base = event.linkedid.replace("/", "_")
+        ids = [
+            base if i == 0 and base not in existing else f"{base}_{r.user_id}"
+            for i, r in enumerate(newcomers)
+        ]
+        user_ids = [r.user_id for r in recipients]
+        return self._create_all(event, list(zip(ids, newcomers, strict=True)), user_ids)
+
+    def _create_all(
+        self, event: CallEvent, docs: list[tuple[str, Recipient]], user_ids: list[str]
+    ) -> int:
         when = datetime.fromtimestamp(event.occurred_at, UTC)
         futures = []
-        for doc_id, recipient in zip(ids, recipients, strict=True):
+        for doc_id, recipient in docs:
             doc = {
                 "userId": recipient.user_id,
                 "callerNumber": event.caller_number,
@@ -85,6 +105,32 @@ class HistoryStore:
             batch.commit()
         return updated
 
+    def record_user_cancel(
+        self, linkedid: str, user_id: str, action: str, *, shared_closes: bool
+    ) -> int:
+        """One user stopped the call on a device (the app's cancelIncomingCallNotification):
+        `cancelled`, `cancelledAt`, `cancelledBy` on that user's documents, the rules in
+        functions.core.app_calls.history_marks_cancelled. Returns how many were updated."""
+        batch = self.client.batch()
+        updated = 0
+        for snap in self._docs(linkedid):
+            doc = snap.to_dict() or {}
+            if history_marks_cancelled(
+                snap.id, doc, linkedid, user_id, shared_closes=shared_closes
+            ):
+                batch.update(
+                    snap.reference,
+                    {
+                        "cancelled": True,
+                        "cancelledAt": firestore.SERVER_TIMESTAMP,
+                        "cancelledBy": action,
+                    },
+                )
+                updated += 1
+        if updated:
+            batch.commit()
+        return updated
+
     @staticmethod
     def _create(ref: firestore.DocumentReference, doc: dict) -> bool:
         try:
@@ -108,6 +154,8 @@ def outcome_changes(event: CallEvent, action: str, doc: dict) -> dict:
             changes.update(answeredAt=when, answeredBy=event.answered_by)
     elif event.kind is Kind.ENDED and "endedAt" not in doc:
         changes.update(endedAt=when, outcome=event.outcome)
+        if event.end_reason:  # ended by the connector: why (ring_timeout, relay_gap, ...)
+            changes["endReason"] = event.end_reason
         answered_at = doc.get("answeredAt")
         if isinstance(answered_at, datetime):
             changes["duration"] = max(0, int((when - answered_at).total_seconds()))

@@ -17,12 +17,14 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import orjson
 from google.api_core import exceptions
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from functions.adapters.firestore_races import lost_race
 from functions.core import ledger
-from functions.core.call_event import CallEvent, Kind
+from functions.core.call_event import CallEvent, InvalidCallEvent, Kind, parse_call_event
 from functions.core.ledger import DeviceRef, Record
 
 LEDGER = "push_dedupe"
@@ -45,7 +47,15 @@ class LedgerStore:
 
     @staticmethod
     def _base(event: CallEvent) -> dict[str, Any]:
-        return {"callKey": event.call_key, "linkedid": event.linkedid}
+        base: dict[str, Any] = {
+            "callKey": event.call_key,
+            "linkedid": event.linkedid,
+            "relay": event.relay,  # a connector taking the relay over finds its rung calls
+        }
+        if event.kind is Kind.RINGING:
+            # ...and can end them (functions/connector/adapters/rung_calls.py)
+            base["ring"] = orjson.loads(event.to_json())
+        return base
 
     def _create(
         self, event: CallEvent, decide: Callable[[Record | None], tuple[Record | None, T]]
@@ -137,6 +147,7 @@ class LedgerStore:
                 "outcome": event.outcome,
                 "answered_by": event.answered_by,
                 "occurred_at": event.occurred_at,
+                "end_reason": event.end_reason,
             },
         }
 
@@ -145,6 +156,62 @@ class LedgerStore:
             return new, (cancels, first)
 
         return self._commit(event, decide)
+
+    # -- the app's own endpoints (functions.app_endpoints) ---------------------------------------
+
+    def remember_ringing(self, event: CallEvent) -> None:
+        """Keep the ringing event of a call nobody was pushed for (its users listen to the relay
+        in the app, DCMIWS mode), so that the app's sendIncomingCallNotification can ring
+        their other devices."""
+        ringing = ringing_fields(event)
+
+        def decide(record: Record | None) -> tuple[Record | None, None]:
+            return ledger.remember_ringing(record, ringing, self._base(event)), None
+
+        created, _ = self._create(event, decide)
+        if not created:
+            self._commit(event, decide)
+
+    def calls_named(self, linkedid: str) -> list[tuple[CallEvent, Record]]:
+        """Every call with this linkedid whose ringing this backend saw (one per PBX that
+        used the id), with its ledger record."""
+        query = self.client.collection(LEDGER).where(filter=FieldFilter("linkedid", "==", linkedid))
+        calls: list[tuple[CallEvent, Record]] = []
+        for snap in query.stream():
+            record = snap.to_dict() or {}
+            event = ringing_event(record)
+            if event is not None and event.linkedid == linkedid:
+                calls.append((event, record))
+        return calls
+
+    def cancel_for_user(
+        self, event: CallEvent, user_id: str, action: str, now: float
+    ) -> list[DeviceRef]:
+        """Claim the cancels of one user's rung devices (and note the user's decision)."""
+
+        def decide(record: Record | None) -> tuple[Record | None, list[DeviceRef]]:
+            if record is None:
+                return None, []
+            return ledger.cancel_for_user(record, user_id, action, now)
+
+        return self._commit(event, decide)
+
+
+def ringing_fields(event: CallEvent) -> dict[str, Any]:
+    """The ringing event as the map stored in its ledger record (`ring`, as _base keeps it)."""
+    return orjson.loads(event.to_json())
+
+
+def ringing_event(record: Record) -> CallEvent | None:
+    """The ringing event a ledger record remembers, or None."""
+    ringing = record.get("ring")
+    if not isinstance(ringing, dict):
+        return None
+    try:
+        event = parse_call_event(orjson.dumps(ringing, default=str))
+    except (InvalidCallEvent, TypeError):
+        return None
+    return event if event.kind is Kind.RINGING else None
 
 
 def _closing_event(event: CallEvent, record: Record) -> CallEvent | None:
@@ -159,6 +226,7 @@ def _closing_event(event: CallEvent, record: Record) -> CallEvent | None:
             outcome=str(over.get("outcome") or ""),
             answered_by=str(over.get("answered_by") or ""),
             occurred_at=float(over.get("occurred_at") or event.occurred_at),
+            end_reason=str(over.get("end_reason") or ""),
         )
     except (ValueError, TypeError):
         return None
