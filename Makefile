@@ -45,4 +45,4 @@ bench: install  ## benchmarks against their baselines; writes docs/benchmarks.md
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .venv-infra .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-infra .pytest_cache .ruff_cache tests/infra/schema/node_modules

@@ -3,7 +3,9 @@
 #   1. terraform fmt -check -recursive infra      (skipped with a message when terraform is absent)
 #   2. checkov on infra/ (Terraform) and the Dockerfile: no failed check; suppressions only
 #      inline with a reason (#checkov:skip=CKV_...:reason)
-#   3. pytest tests/infra with the MAIN .venv (python-hcl2 wiring tests, cloudbuild.yaml checks)
+#   3. pytest tests/infra with the MAIN .venv (python-hcl2 wiring tests, cloudbuild.yaml checks,
+#      and every resource, argument and block of infra/*.tf against the google provider 6.50.0
+#      schema from the npm package @cdktf/provider-google, installed below with npm ci)
 # checkov lives in its own virtualenv (.venv-infra), installed from requirements-infra.txt;
 # python-hcl2 and PyYAML are installed into .venv when missing there (see requirements-infra.txt).
 # Exits non-zero when any check fails. `terraform validate` needs the providers: Cloud Build runs it.
@@ -48,6 +50,28 @@ if ! "$MAIN_PY" -c "import yaml; from hcl2.utils import SerializationOptions" 2>
   rc=$?
   rm -f "${TMPDIR:-/tmp}/check-sh-test-reqs.$$.txt"
   [ $rc -eq 0 ] || { say "pip install into .venv failed"; exit 2; }
+fi
+
+# The provider schema for tests/infra/test_provider_schema.py: npm ci from the lock file, into
+# tests/infra/schema/node_modules (ignored by git); skipped when the pinned version is there.
+SCHEMA=tests/infra/schema
+schema_want=$(sed -n 's/.*"@cdktf\/provider-google": "\([^"]*\)".*/\1/p' "$SCHEMA/package.json")
+schema_have=$(sed -n 's/^  "version": "\([^"]*\)".*/\1/p' \
+  "$SCHEMA/node_modules/@cdktf/provider-google/package.json" 2>/dev/null)
+if [ "$schema_have" != "$schema_want" ]; then
+  if ! command -v npm >/dev/null 2>&1 && [ -n "${CI:-}" ] && [ "$(id -u)" = 0 ]; then
+    # A CI image without Node (Cloud Build's tests step): Debian's npm is enough.
+    say "npm not found: installing Debian's npm"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; } ||
+      { say "apt-get install npm failed"; exit 2; }
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    say "npm not found: it installs the provider schema (apt-get install npm)"
+    exit 2
+  fi
+  say "installing @cdktf/provider-google $schema_want (the provider schema) into $SCHEMA"
+  (cd "$SCHEMA" && npm ci --silent --no-audit --no-fund --ignore-scripts >/dev/null) ||
+    { say "npm ci in $SCHEMA failed"; exit 2; }
 fi
 
 # --- 1. terraform fmt --------------------------------------------------------------------------

@@ -150,7 +150,7 @@ variable "connector_image_tag" {
 }
 
 variable "connector_min_instances" {
-  description = "Minimum connector instances. At least 1: the connector holds the relay WebSockets and must always run."
+  description = "Minimum connector instances. At least 1: the connector holds the relay WebSockets and must always run (the alert \"no connector instance\" watches it); sizing in docs/deploy.md."
   type        = number
   default     = 1
 
@@ -161,9 +161,9 @@ variable "connector_min_instances" {
 }
 
 variable "connector_max_instances" {
-  description = "Maximum connector instances (relays are shared between instances through relay_leases)."
+  description = "Maximum connector instances. Every instance holds a share of the relays through relay_leases (docs/leases.md), so more instances spread the relays; sizing in docs/deploy.md."
   type        = number
-  default     = 2
+  default     = 3
 
   validation {
     condition     = var.connector_max_instances >= var.connector_min_instances && var.connector_max_instances <= 20
@@ -374,5 +374,53 @@ variable "source_retention_days" {
   validation {
     condition     = var.source_retention_days >= 7 && var.source_retention_days <= 3650
     error_message = "source_retention_days must be between 7 and 3650."
+  }
+}
+
+# ---------------------------------------------------------------------------
+# Monitoring (monitoring.tf, alerts.tf, dashboard.tf; docs/runbook.md)
+# ---------------------------------------------------------------------------
+
+variable "alert_notification_channels" {
+  description = "Notification channels every alert policy notifies: full IDs, projects/<project>/notificationChannels/<id> (create them in the console or with gcloud beta monitoring channels create). Empty: the alerts still open incidents, visible in the console, but notify nobody."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.alert_notification_channels : can(regex("^projects/[^/]+/notificationChannels/[0-9]+$", c))])
+    error_message = "alert_notification_channels must be full channel IDs: projects/<project>/notificationChannels/<number>."
+  }
+}
+
+variable "push_failure_ratio_threshold" {
+  description = "The incoming-push alert fires when more than this share of incoming-call pushes fail (transient after retries, or rejected) for 10 minutes. Dead tokens are not failures: they are pruned."
+  type        = number
+  default     = 0.2
+
+  validation {
+    condition     = var.push_failure_ratio_threshold > 0 && var.push_failure_ratio_threshold < 1
+    error_message = "push_failure_ratio_threshold must be between 0 and 1 (exclusive)."
+  }
+}
+
+variable "ring_latency_p95_threshold_ms" {
+  description = "The ring-latency alert fires when the 95th percentile of PBX time to FCM answer (the notifier's latency_ms) is above this for 5 minutes."
+  type        = number
+  default     = 2000
+
+  validation {
+    condition     = var.ring_latency_p95_threshold_ms >= 100 && var.ring_latency_p95_threshold_ms <= 60000
+    error_message = "ring_latency_p95_threshold_ms must be between 100 and 60000."
+  }
+}
+
+variable "runbook_url" {
+  description = "Where operators read docs/runbook.md (e.g. its URL in your git host); each alert's documentation links <runbook_url>#<section>."
+  type        = string
+  default     = "docs/runbook.md"
+
+  validation {
+    condition     = length(trimspace(var.runbook_url)) > 0 && !strcontains(var.runbook_url, "#")
+    error_message = "runbook_url must be non-empty and without a #fragment (each alert adds its own)."
   }
 }

@@ -294,16 +294,31 @@ def test_push_goes_to_the_notifier_with_oidc_of_the_invoker(tf: Terraform) -> No
     assert ref(oidc["audience"]) == "google_cloudfunctions2_function.notifier.service_config[0].uri"
 
 
+# The app's own endpoints (infra/app_endpoints.tf) are called by phones over the internet: their
+# Cloud Run services, and nothing else, are open to allUsers (the code checks the ID token).
+PUBLIC_INVOKER = "app_endpoint_public"
+PUBLIC_FILE = "app_endpoints.tf"
+
+
 def test_only_the_push_identity_may_invoke_the_notifier(tf: Terraform) -> None:
     invokers = tf.of_type("google_cloud_run_v2_service_iam_member")
-    assert set(invokers) == {"push_invoker"}
+    assert set(invokers) - {PUBLIC_INVOKER} == {"push_invoker"}
     binding = invokers["push_invoker"]
     assert binding["role"] == "roles/run.invoker"
     assert binding["member"] == f"serviceAccount:{PUSH_SA}"
     assert (
         ref(binding["name"]) == "google_cloudfunctions2_function.notifier.service_config[0].service"
     )
-    assert "allUsers" not in tf.text and "allAuthenticatedUsers" not in tf.text
+    if PUBLIC_INVOKER in invokers:
+        public = invokers[PUBLIC_INVOKER]
+        assert public["for_each"] == "${google_cloudfunctions2_function.app_endpoint}"
+        assert public["name"] == "${each.value.service_config[0].service}"
+        assert (public["role"], public["member"]) == ("roles/run.invoker", "allUsers")
+    for path in sorted((ROOT / "infra").glob("*.tf")):
+        text = path.read_text(encoding="utf-8")
+        if path.name != PUBLIC_FILE:
+            assert "allUsers" not in text, path.name
+        assert "allAuthenticatedUsers" not in text, path.name
 
 
 def test_retry_and_dead_letter_wiring(tf: Terraform) -> None:
@@ -392,8 +407,11 @@ def test_workload_accounts_are_the_granted_ones(tf: Terraform) -> None:
         if not rtype.endswith("_iam_member"):
             continue
         for name, body in by_name.items():
+            if (rtype, name) == ("google_cloud_run_v2_service_iam_member", PUBLIC_INVOKER):
+                continue  # the app endpoints' public invoker, checked above
             assert body["member"] in allowed, f"{rtype}.{name}: {body['member']}"
-    assert set(tf.of_type("google_service_account")) == {
+    accounts = set(tf.of_type("google_service_account"))
+    assert accounts - {"app_endpoints"} == {
         "connector",
         "notifier",
         "push_invoker",
