@@ -243,7 +243,20 @@ class Notifier:
             pending = [r.push for r in retry]
         report.outcomes.update(f"{r.push.kind}_{r.outcome.value}" for r in final)
         for r in final:
-            if r.outcome is not Outcome.SENT:
+            if r.outcome is Outcome.SENT:
+                # one line per push, as for failures: the `pushes` metric counts them by kind
+                # and outcome (infra/monitoring.tf)
+                log.info(
+                    "push sent",
+                    extra=fields(
+                        event_id=event.event_id,
+                        push=r.push.kind,
+                        outcome="sent",
+                        error_code="",
+                        token=mask_token(r.push.token),
+                    ),
+                )
+            else:
                 log.warning(
                     "push not delivered",
                     extra=fields(
@@ -285,3 +298,8 @@ class Notifier:
                 latency_ms=report.latency_ms,
             ),
         )
+        for reason, count in report.skipped.items():  # the `recipients_skipped` metric's
+            log.info(
+                "recipients skipped",
+                extra=fields(event_id=event.event_id, reason=reason, count=count),
+            )

@@ -155,6 +155,7 @@ class RelayClient:
         self._probing: asyncio.Task[None] | None = None
         self._reporting: asyncio.Task[None] | None = None
         self.probes = 0
+        self._refused_since: float | None = None  # first refusal of the current run of them
 
     @staticmethod
     def _headers(spec: RelaySpec) -> dict[str, str]:
@@ -240,21 +241,27 @@ class RelayClient:
             self.status.set("stopped")
 
     def _refused(self, refused: Refusal) -> float:
-        """Record a refusal; one log line when the reason changes. Returns the retry delay."""
+        """Record a refusal; one log line per check (30 s to 5 min apart), with how long the
+        relay has been refused (the relay-down alert fires past 5 minutes). Returns the retry
+        delay."""
         status = self.status
         status.refusals += 1
         delay = refused_delay(status.refusals, self._rng)
         error = refusal_error(refused)
+        now = time.time()
+        if status.refusals == 1 or self._refused_since is None:
+            self._refused_since = now
+        log.warning(
+            "relay refused",
+            extra=fields(
+                relay=self.spec.url,  # never carries credentials
+                reason=refused.reason,
+                detail=refused.detail,  # the refused address, or the lookup's error
+                retry_in_s=round(delay, 1),
+                refused_for_s=round(now - self._refused_since),
+            ),
+        )
         if refused.reason != status.refused_reason:
-            log.warning(
-                "relay refused",
-                extra=fields(
-                    relay=self.spec.url,  # never carries credentials
-                    reason=refused.reason,
-                    detail=refused.detail,  # the refused address, or the lookup's error
-                    retry_in_s=round(delay, 1),
-                ),
-            )
             status.refused_reason = refused.reason
             status.last_error = error
             status.set(REFUSED_STATE)
@@ -270,6 +277,7 @@ class RelayClient:
             )
         self.status.refused_reason = ""
         self.status.refusals = 0
+        self._refused_since = None
 
     async def _open(
         self, checked: Checked, spec: RelaySpec | None = None, *, probe: bool = False
