@@ -6,10 +6,11 @@ CALL_EVENTS_PUSH_URL: the connector's own publishers), watches the call's delive
 push sent or failed, then publishes the call's end so the phones stop ringing, and waits for the
 cancels. Nothing is faked: the pushes reach the phones (or the local FCM endpoint).
 
-The call is marked as a test where the event allows it: linkedid `admin-test-<ms>` (the history
-documents' ids and `linkedid`), channel `Admin/test-call`, server name `admin-test`, and the
-caller name the phones show, `관리자 테스트`. It ends as answered (outcome `answered`), so phones
-get a cancel and no missed-call notification.
+The call is marked as a test: its event carries `test: true`, so its history documents get
+`test: true`; it also has linkedid `admin-test-<ms>`, channel `Admin/test-call`, server name
+`admin-test`, and the caller name the phones show, `관리자 테스트`. It ends with outcome
+`unknown` (nobody answered it, nobody missed it), so phones get a cancel (`call_ended`) and no
+missed-call notification.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def test_event(number: str, endpoint: str, server_id: int, now: float) -> CallEv
         occurred_at=now,
         detected_at=now,
         server_name="admin-test",
+        test=True,
     )
 
 
@@ -131,8 +133,7 @@ async def _run(db: Any, settings: Settings, result: RingResult, event: CallEvent
         ended = replace(
             event,
             kind=Kind.ENDED,
-            outcome=Outcome.ANSWERED.value,
-            answered_by="admin-test",
+            outcome=Outcome.UNKNOWN.value,  # nobody answered nor missed it: no missed notice
             occurred_at=time.time(),
             detected_at=time.time(),
         )

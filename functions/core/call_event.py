@@ -66,6 +66,7 @@ class CallEvent:
     # ENDED with outcome `unknown`: why the connector ended it without seeing its end
     # (END_REASONS); "" for ends the PBX reported
     end_reason: str = ""
+    test: bool = False  # a test call (the admin CLI's `ring`): history marks it as such
     version: int = SCHEMA_VERSION
 
     @property
@@ -156,6 +157,9 @@ def parse_call_event(raw: bytes | str) -> CallEvent:
         fields[name] = value
     for name in _SHOWN:
         fields[name] = clean(fields[name])
+    test = body.get("test", False)
+    if not isinstance(test, bool):
+        raise InvalidCallEvent("test must be a boolean")
     if kind is Kind.ENDED and fields["outcome"] not in {o.value for o in Outcome}:
         raise InvalidCallEvent(f"ended event with unknown outcome {fields['outcome']!r}")
     return CallEvent(
@@ -163,5 +167,6 @@ def parse_call_event(raw: bytes | str) -> CallEvent:
         server_id=server_id,
         occurred_at=_parse_time(body.get("occurred_at"), "occurred_at"),
         detected_at=_parse_time(body.get("detected_at"), "detected_at"),
+        test=test,
         **fields,
     )

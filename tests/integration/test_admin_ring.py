@@ -93,9 +93,12 @@ def test_ring_in_directory_mode_pushes_what_explain_says_then_cancels(db, fcm, d
     assert {p["data"]["type"] for p in cancels} == {"incoming_call_cancelled"}
     assert {p["token"] for p in cancels} == set(DEMO_TOKENS.values())
 
-    # history: the test call is recognisable by its linkedid and channel
+    assert {p["data"]["action"] for p in cancels} == {"call_ended"}
+
+    # history: the test call is marked as one, and recognisable by its linkedid and channel
     history = {s.id: s.to_dict() for s in db.collection("call_history").stream()}
     assert set(history) == {linkedid, f"{linkedid}_demo-lee"}
+    assert {h.get("test") for h in history.values()} == {True}
     assert {h["channel"] for h in history.values()} == {"Admin/test-call"}
     assert {h["linkedid"] for h in history.values()} == {linkedid}
     assert all(h["cancelled"] for h in history.values())

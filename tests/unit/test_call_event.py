@@ -68,3 +68,19 @@ def test_malformed_events_are_rejected(mutate):
 def test_non_objects_are_rejected(raw):
     with pytest.raises(InvalidCallEvent):
         parse_call_event(raw)
+
+
+def test_the_test_marker_round_trips_and_defaults_to_false():
+    import orjson
+    import pytest as _pytest
+
+    from functions.core.call_event import CallEvent, InvalidCallEvent, Kind, parse_call_event
+
+    event = CallEvent(Kind.RINGING, "r:1", 1, "1.1", "010", "", "070", "PJSIP/x", 1.0, 1.0)
+    assert parse_call_event(event.to_json()).test is False
+    marked = orjson.loads(event.to_json()) | {"test": True}
+    assert parse_call_event(orjson.dumps(marked)).test is True
+    legacy = {k: v for k, v in orjson.loads(event.to_json()).items() if k != "test"}
+    assert parse_call_event(orjson.dumps(legacy)).test is False
+    with _pytest.raises(InvalidCallEvent):
+        parse_call_event(orjson.dumps(marked | {"test": "yes"}))
