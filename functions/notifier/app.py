@@ -21,6 +21,7 @@ from functions.notifier.adapters.fcm_sender import FcmSender, init_firebase_app
 from functions.notifier.adapters.firestore_directory import FirestoreDirectory
 from functions.notifier.adapters.history_store import HistoryStore
 from functions.notifier.adapters.ledger_store import LedgerStore
+from functions.notifier.adapters.ring_commit import RingCommit
 from functions.notifier.service import Notifier, Report
 from functions.settings import Settings, load_settings
 
@@ -36,6 +37,7 @@ def build_notifier(settings: Settings) -> Notifier:
     pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="firestore")
     client = firestore.Client(project=settings.project)
     app = init_firebase_app(settings.project, settings.fcm_endpoint)
+    history, ledger = HistoryStore(client, pool), LedgerStore(client)
     return Notifier(
         directory=FirestoreDirectory(
             client,
@@ -60,10 +62,11 @@ def build_notifier(settings: Settings) -> Notifier:
             ),
         ),
         sender=FcmSender(app, BackgroundLoop("fcm")),
-        history=HistoryStore(client, pool),
-        ledger=LedgerStore(client),
+        history=history,
+        ledger=ledger,
         ring_window=settings.ring_window_seconds,
         missed_notifications=settings.missed_call_notifications,
+        ring_commit=RingCommit(ledger, history),
     )
 
 

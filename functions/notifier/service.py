@@ -64,6 +64,17 @@ class Ledger(Protocol):
     ) -> tuple[list[DeviceRef], bool]: ...
 
 
+class RingCommitter(Protocol):
+    def finish(
+        self,
+        event: CallEvent,
+        recipients: Sequence[Recipient],
+        sent: Sequence[DeviceRef],
+        failed: Sequence[DeviceRef],
+        now: float,
+    ) -> tuple[list[DeviceRef], CallEvent | None]: ...
+
+
 @runtime_checkable
 class RingingMemory(Protocol):
     """A ledger that can keep the ringing event of a call nobody was pushed for."""
@@ -105,6 +116,9 @@ class Notifier:
     missed_notifications: bool = True
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    # history and the ring's results in one commit (functions/notifier/adapters/ring_commit.py);
+    # None: history.record_incoming, then ledger.finish_ring
+    ring_commit: RingCommitter | None = None
 
     def handle(self, event: CallEvent) -> Report:
         report = Report(event.event_id, event.kind.value)
@@ -143,13 +157,17 @@ class Notifier:
         results = self._deliver(event, pushes, report, deadline=self._ring_deadline(event))
         report.latency_ms = round((self.clock() - event.occurred_at) * 1000, 1)
         sent = {r.push.token for r in results if r.outcome is Outcome.SENT}
-        self.history.record_incoming(event, selection.recipients)
-        late_cancels, closing = self.ledger.finish_ring(
-            event,
-            [ref for ref in claimed if ref.token in sent],
-            [ref for ref in claimed if ref.token not in sent],
-            self.clock(),
-        )
+        delivered = [ref for ref in claimed if ref.token in sent]
+        undelivered = [ref for ref in claimed if ref.token not in sent]
+        if self.ring_commit is not None:
+            late_cancels, closing = self.ring_commit.finish(
+                event, selection.recipients, delivered, undelivered, self.clock()
+            )
+        else:
+            self.history.record_incoming(event, selection.recipients)
+            late_cancels, closing = self.ledger.finish_ring(
+                event, delivered, undelivered, self.clock()
+            )
         self._prune(results, report)
         if closing is not None:
             # The call was answered or ended while we were ringing: take it back at once.

@@ -59,11 +59,35 @@ class HistoryStore:
         user_ids = [r.user_id for r in recipients]
         return self._create_all(event, list(zip(ids, newcomers, strict=True)), user_ids)
 
+    def incoming_documents(
+        self, event: CallEvent, recipients: Sequence[Recipient]
+    ) -> list[tuple[firestore.DocumentReference, dict]]:
+        """What record_incoming creates, for a caller that commits it with other writes
+        (functions.notifier.adapters.ring_commit)."""
+        user_ids = [r.user_id for r in recipients]
+        ids = history_doc_ids(event.linkedid, user_ids)
+        return [
+            (self.client.collection(HISTORY).document(doc_id), doc)
+            for doc_id, doc in self._documents(
+                event, list(zip(ids, recipients, strict=True)), user_ids
+            )
+        ]
+
     def _create_all(
         self, event: CallEvent, docs: list[tuple[str, Recipient]], user_ids: list[str]
     ) -> int:
-        when = datetime.fromtimestamp(event.occurred_at, UTC)
         futures = []
+        for doc_id, doc in self._documents(event, docs, user_ids):
+            ref = self.client.collection(HISTORY).document(doc_id)
+            futures.append(self.pool.submit(self._create, ref, doc))
+        return sum(f.result() for f in futures)
+
+    @staticmethod
+    def _documents(
+        event: CallEvent, docs: list[tuple[str, Recipient]], user_ids: list[str]
+    ) -> list[tuple[str, dict]]:
+        when = datetime.fromtimestamp(event.occurred_at, UTC)
+        out = []
         for doc_id, recipient in docs:
             doc = {
                 "userId": recipient.user_id,
@@ -83,9 +107,8 @@ class HistoryStore:
             }
             if event.test:  # the admin CLI's `ring`: the app and admins can tell it apart
                 doc["test"] = True
-            ref = self.client.collection(HISTORY).document(doc_id)
-            futures.append(self.pool.submit(self._create, ref, doc))
-        return sum(f.result() for f in futures)
+            out.append((doc_id, doc))
+        return out
 
     def _docs(self, linkedid: str) -> list[firestore.DocumentSnapshot]:
         base = linkedid.replace("/", "_")

@@ -12,6 +12,8 @@ without the read: one round trip on the way to the pushes.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -30,6 +32,7 @@ from functions.core.ledger import DeviceRef, Record
 LEDGER = "push_dedupe"
 RECORD_TTL = timedelta(days=2)  # longer than any useful redelivery of a call's events
 MAX_ATTEMPTS = 8
+WRITTEN_KEPT = 1000  # records remembered as written (per call, until its ring is finished)
 T = TypeVar("T")
 
 
@@ -41,12 +44,14 @@ class LedgerStore:
     def __init__(self, client: firestore.Client) -> None:
         self.client = client
         self.conflicts = 0
+        self._lock = threading.Lock()
+        self._written: OrderedDict[str, tuple[Record, Any]] = OrderedDict()
 
     def _ref(self, event: CallEvent) -> firestore.DocumentReference:
         return self.client.collection(LEDGER).document(event.call_hash)
 
     @staticmethod
-    def _base(event: CallEvent) -> dict[str, Any]:
+    def base(event: CallEvent) -> dict[str, Any]:
         base: dict[str, Any] = {
             "callKey": event.call_key,
             "linkedid": event.linkedid,
@@ -68,15 +73,38 @@ class LedgerStore:
         if new is None:
             return False, None
         ref = self._ref(event)
-        expires = datetime.now(UTC) + RECORD_TTL
+        stored = {**new, "version": 1, "expiresAt": datetime.now(UTC) + RECORD_TTL}
         try:
-            ref.create({**new, "version": 1, "expiresAt": expires})
+            written = ref.create(stored)
         except exceptions.GoogleAPICallError as exc:
             if not lost_race(exc):
                 raise
             self.conflicts += 1
             return False, None
+        with self._lock:  # the record as written and its update time: a later write of this
+            self._written[event.call_hash] = (stored, written.update_time)  # call needs no read
+            while len(self._written) > WRITTEN_KEPT:
+                self._written.popitem(last=False)
         return True, result
+
+    def take_written(self, event: CallEvent) -> tuple[Record, Any] | None:
+        """The record this instance created for the call and its update time, once (None when
+        another write may have come since: read it)."""
+        with self._lock:
+            return self._written.pop(event.call_hash, None)
+
+    @staticmethod
+    def replacement(event: CallEvent, record: Record, new: Record) -> dict[str, Any]:
+        """The update that turns `record` into `new`: the top-level fields that changed (the
+        ringing event and the call's ids are written once, not with every change) and the
+        dropped ones deleted."""
+        version = int(record.get("version", 0)) + 1
+        stored = {**new, "version": version, "expiresAt": datetime.now(UTC) + RECORD_TTL}
+        changed = {key: value for key, value in stored.items() if record.get(key) != value}
+        return {**changed, **{key: firestore.DELETE_FIELD for key in record if key not in stored}}
+
+    def ref(self, event: CallEvent) -> firestore.DocumentReference:
+        return self._ref(event)
 
     def _commit(
         self, event: CallEvent, decide: Callable[[Record | None], tuple[Record | None, T]]
@@ -92,16 +120,13 @@ class LedgerStore:
             new, result = decide(record)
             if new is None:
                 return result
-            version = int((record or {}).get("version", 0)) + 1
-            stored = {**new, "version": version, "expiresAt": datetime.now(UTC) + RECORD_TTL}
             try:
                 if record is None:
-                    ref.create(stored)
+                    ref.create({**new, "version": 1, "expiresAt": datetime.now(UTC) + RECORD_TTL})
                 else:
-                    # a whole-record replace: fields the decision dropped are deleted
-                    gone = {key: firestore.DELETE_FIELD for key in record if key not in stored}
+                    # what changed, fields the decision dropped deleted, only if unchanged
                     ref.update(
-                        {**stored, **gone},
+                        self.replacement(event, record, new),
                         option=self.client.write_option(last_update_time=snap.update_time),
                     )
                 return result
@@ -117,7 +142,7 @@ class LedgerStore:
         """Claim the devices this instance will ring; (devices, call_already_over)."""
 
         def decide(record: Record | None) -> tuple[Record | None, tuple[list[DeviceRef], bool]]:
-            new, chosen, over = ledger.claim_ring(record, candidates, now, self._base(event))
+            new, chosen, over = ledger.claim_ring(record, candidates, now, self.base(event))
             return new, (chosen, over)
 
         created, result = self._create(event, decide)
@@ -132,11 +157,11 @@ class LedgerStore:
         this instance must now send, and the event that closed it."""
 
         def decide(record: Record | None) -> tuple[Record, tuple[list[DeviceRef], Record]]:
-            new, cancels = ledger.finish_ring(record, sent, failed, now, self._base(event))
+            new, cancels = ledger.finish_ring(record, sent, failed, now, self.base(event))
             return new, (cancels, new)
 
         cancels, record = self._commit(event, decide)
-        return cancels, _closing_event(event, record)
+        return cancels, closing_event(event, record)
 
     def close_call(self, event: CallEvent, action: str, now: float) -> tuple[list[DeviceRef], bool]:
         """Mark the call over and claim the cancels to send: (devices, first_close)."""
@@ -152,7 +177,7 @@ class LedgerStore:
         }
 
         def decide(record: Record | None) -> tuple[Record | None, tuple[list[DeviceRef], bool]]:
-            new, cancels, first = ledger.close_call(record, closing, now, self._base(event))
+            new, cancels, first = ledger.close_call(record, closing, now, self.base(event))
             return new, (cancels, first)
 
         return self._commit(event, decide)
@@ -166,7 +191,7 @@ class LedgerStore:
         ringing = ringing_fields(event)
 
         def decide(record: Record | None) -> tuple[Record | None, None]:
-            return ledger.remember_ringing(record, ringing, self._base(event)), None
+            return ledger.remember_ringing(record, ringing, self.base(event)), None
 
         created, _ = self._create(event, decide)
         if not created:
@@ -214,7 +239,7 @@ def ringing_event(record: Record) -> CallEvent | None:
     return event if event.kind is Kind.RINGING else None
 
 
-def _closing_event(event: CallEvent, record: Record) -> CallEvent | None:
+def closing_event(event: CallEvent, record: Record) -> CallEvent | None:
     """The answered/ended event recorded by close_call, rebuilt onto this call's event."""
     over = record.get("overEvent")
     if not record.get("over") or not isinstance(over, dict):
