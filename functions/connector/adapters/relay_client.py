@@ -241,9 +241,9 @@ class RelayClient:
             self.status.set("stopped")
 
     def _refused(self, refused: Refusal) -> float:
-        """Record a refusal; one log line per check (30 s to 5 min apart), with how long the
-        relay has been refused (the relay-down alert fires past 5 minutes). Returns the retry
-        delay."""
+        """Record a refusal. One line per check (30 s to 5 min apart) with how long the relay
+        has been refused, for the relay-down alert past 5 minutes: a WARNING when the reason
+        changes, INFO while it stays. Returns the retry delay."""
         status = self.status
         status.refusals += 1
         delay = refused_delay(status.refusals, self._rng)
@@ -251,7 +251,8 @@ class RelayClient:
         now = time.time()
         if status.refusals == 1 or self._refused_since is None:
             self._refused_since = now
-        log.warning(
+        log.log(
+            logging.WARNING if refused.reason != status.refused_reason else logging.INFO,
             "relay refused",
             extra=fields(
                 relay=self.spec.url,  # never carries credentials
