@@ -1,6 +1,7 @@
 """Benchmark 5, scale: one connector process holding 1,000 relay connections. Targets: ≤ 250 MB
 resident, ≤ 5% of a core while idle, 100 calls/s across the relays with p99 ≤ 50 ms from the
-relay's send to the connector's publish.
+relay's send to the connector's publish. Then 3-4 connector processes sharing 1,500 relays
+through balanced leases (bench/scale_balance.py, which states its own targets).
 
 Processes: a relay process (this module, `relay` role) runs 1,000 `DemoRelay` servers, one port
 each, plus a tiny HTTP sink that stamps each POST's arrival; `python -m functions.connector` with
@@ -55,6 +56,7 @@ from bench.common import (
     stop_process,
     summary_ms,
 )
+from bench.scale_balance import run_balance
 
 RSS_MB = 250.0
 IDLE_PCT = 5.0
@@ -260,7 +262,8 @@ def run(quick: bool = False) -> BenchResult:
     raise_nofile(4 * count + 1024)
     result = BenchResult(
         "scale",
-        f"5. Scale: one connector, {count:,} relay connections",
+        f"5. Scale: one connector, {count:,} relay connections; 3-4 connectors sharing "
+        f"{25 if quick else 1500:,}",
         baseline=(
             "a bare client process on the same relays and sink: one websockets connection per "
             "relay with the connector's ping settings, orjson per frame, an httpx POST per "
@@ -272,7 +275,13 @@ def run(quick: bool = False) -> BenchResult:
             f"{WARMUP} warm-up calls, not counted, then "
             f"{calls:,} calls at {RATE:.0f}/s round-robin over the relays; RSS from /proc VmRSS; "
             "CPU from /proc stat. Latency is the connector's share of end to end (relay send to "
-            "its publish arriving at a local sink); the notifier's share is benchmark 2."
+            "its publish arriving at a local sink); the notifier's share is benchmark 2. "
+            "Then, on a fresh emulator, balancing (bench/scale_balance.py): 3 connector "
+            "processes start together on 1,500 DemoRelay servers; idle window; one is killed "
+            "(SIGKILL) and, once the loads are rebalanced, a fourth starts; calls at "
+            "10/s to random relays from the kill to the end, each ringing 4 s before the "
+            "caller hangs up; relays sampled every 0.5 s. The "
+            "balancing rows have no bare baseline: nothing else here shares relays."
         ),
     )
     emulator = FirestoreEmulator(project=PROJECT).start()
@@ -328,8 +337,14 @@ def run(quick: bool = False) -> BenchResult:
             figures["bare"] = _measure(relay, bare, count, idle_s, calls, "sb")
         finally:
             stop_process(bare)
-    finally:
         if relay.stdin:
+            relay.stdin.write("exit\n")
+            relay.stdin.flush()
+        stop_process(relay, timeout=30)
+        emulator.reset()
+        balance_rows, figures["balance"], balance_notes = run_balance(emulator, quick)
+    finally:
+        if relay.poll() is None and relay.stdin:
             relay.stdin.write("exit\n")
             relay.stdin.flush()
         stop_process(relay, timeout=30)
@@ -419,6 +434,8 @@ def run(quick: bool = False) -> BenchResult:
             "bare",
         ),
     ]
+    result.rows += balance_rows
+    result.notes += balance_notes
     result.raw = figures
     per_conn_kib = (
         (c["rss_mib_connected"] - b["rss_mib_connected"]) * 1024 / count

@@ -150,7 +150,7 @@ variable "connector_image_tag" {
 }
 
 variable "connector_min_instances" {
-  description = "Minimum connector instances. At least 1: the connector holds the relay WebSockets and must always run (the alert \"no connector instance\" watches it); sizing in docs/deploy.md."
+  description = "Minimum connector instances. At least 1: the connector holds the relay WebSockets and must always run (the alert \"no connector instance\" watches it). It is the number of shards (the connector serves no requests, so Cloud Run stays at the minimum): ceil(relays / 1000) + 1 survives one instance lost; docs/deploy.md \"Connector sizing\"."
   type        = number
   default     = 1
 

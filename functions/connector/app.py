@@ -106,7 +106,15 @@ class Connector:
                 settings.lease_renew_seconds,
                 max_skew=settings.lease_skew_seconds,
             )
-        self.keeper = LeaseKeeper(leases) if leases is not None else None
+        self.keeper = (
+            LeaseKeeper(
+                leases,
+                calls_in_progress=self._calls_in_progress,
+                ring_window=settings.ring_window_seconds,
+            )
+            if leases is not None
+            else None
+        )
         self.desired: DesiredRelays = {}
         self._stopping = False
         self.health = HealthServer(self.health_report)
@@ -144,6 +152,12 @@ class Connector:
             for task in background:
                 task.cancel()
             await self.shutdown()
+
+    def _calls_in_progress(self, endpoint: str) -> int:
+        """Calls the relay's tracker follows: the lease keeper hands idle relays off first (and
+        a moved relay's rung calls are carried over from the ledger by the taker)."""
+        runtime = self.relays.get(endpoint)
+        return runtime.ingest.tracker.active_calls if runtime is not None else 0
 
     def _user_documents(self) -> bool:
         return self.settings.tenancy == "user_documents" and self.firestore_client is not None

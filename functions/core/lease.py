@@ -6,13 +6,15 @@ Two kinds of record, times in epoch seconds:
 - a heartbeat per connector instance (`connector_instances/{session}`), the only record renewed
   while nothing changes, whatever the number of relays held:
 
-      {"holder": <session>, "expiresAt": float, "renewedAt": float, "startedAt": float}
+      {"holder": <session>, "expiresAt": float, "renewedAt": float, "startedAt": float,
+       "held": int (relays held, for balancing: functions.core.lease_balance)}
 
 - a lease per relay endpoint (`relay_leases/{lease_id(endpoint)}`), written only when its
   holder changes or it is released:
 
       {"relay": "pbx.example.com:7099", "holder": <session>, "generation": int, "epoch": str,
-       "acquiredAt": float, "released": bool, "releasedAt": float (optional)}
+       "acquiredAt": float, "released": bool, "releasedAt": float (optional),
+       "handoffTo": <session> (optional: released for this instance to take, when balancing)}
 
 A lease is live while it is not released and its holder's heartbeat has not expired. A session
 is one unbroken run of heartbeats: an instance whose heartbeat lapses starts a new session, so
@@ -114,28 +116,42 @@ def _int(value: Any) -> int:
 # -- heartbeats ---------------------------------------------------------------------------------
 
 
-def new_heartbeat(session: str, now: float, policy: LeasePolicy) -> dict[str, Any]:
-    """The first heartbeat record of a session (created, never overwritten)."""
-    return {
+def new_heartbeat(
+    session: str, now: float, policy: LeasePolicy, held: int | None = None
+) -> dict[str, Any]:
+    """The first heartbeat record of a session (created, never overwritten). `held`: how many
+    relays the instance holds, published for balancing (functions.core.lease_balance)."""
+    record: dict[str, Any] = {
         "holder": session,
         "startedAt": now,
         "renewedAt": now,
         "expiresAt": now + policy.lease_seconds,
     }
+    if held is not None:
+        record["held"] = held
+    return record
 
 
 def decide_heartbeat(
-    record: Mapping[str, Any] | None, session: str, now: float, policy: LeasePolicy
+    record: Mapping[str, Any] | None,
+    session: str,
+    now: float,
+    policy: LeasePolicy,
+    held: int | None = None,
 ) -> Decision:
-    """Extend our heartbeat; LOST when it is gone, not ours, or too close to expiry to be sure
-    nobody is taking our relays over (the caller must already have stopped using them)."""
+    """Extend our heartbeat (with the number of relays held, when given); LOST when it is gone,
+    not ours, or too close to expiry to be sure nobody is taking our relays over (the caller
+    must already have stopped using them)."""
     if (
         record is None
         or record.get("holder") != session
         or now >= seconds(record.get("expiresAt")) - policy.max_skew
     ):
         return Decision(Action.LOST)
-    return Decision(Action.RENEW, {"expiresAt": now + policy.lease_seconds, "renewedAt": now})
+    renewal: dict[str, Any] = {"expiresAt": now + policy.lease_seconds, "renewedAt": now}
+    if held is not None:
+        renewal["held"] = held
+    return Decision(Action.RENEW, renewal)
 
 
 def heartbeat_alive(record: Mapping[str, Any] | None, session: Any, now: float) -> bool:
@@ -195,11 +211,13 @@ def decide_release(
     heartbeat_expires: float,
     now: float,
     policy: LeasePolicy,
+    handoff_to: str | None = None,
 ) -> dict[str, Any] | None:
     """Fields that end our lease at once; None when it is not ours any more, or when our own
     heartbeat (last written to expire at `heartbeat_expires`) is about to run out: a takeover may
     be under way, leave that record alone. The record is kept, not deleted, so the next
-    holder's generation keeps counting up."""
+    holder's generation keeps counting up. `handoff_to` names the instance that should take it
+    (balancing); the others leave it alone for a grace period (lease_balance.take_now)."""
     if (
         lease is None
         or lease.get("holder") != session
@@ -208,4 +226,7 @@ def decide_release(
         or now >= heartbeat_expires - policy.max_skew
     ):
         return None
-    return {"released": True, "releasedAt": now}
+    update: dict[str, Any] = {"released": True, "releasedAt": now}
+    if handoff_to:
+        update["handoffTo"] = handoff_to
+    return update

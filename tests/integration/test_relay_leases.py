@@ -334,3 +334,120 @@ async def test_dropping_or_stopping_a_holder_hands_over_without_waiting_for_expi
     assert (record["holder"], record["generation"], record["released"]) == ("a", 3, False)
     heartbeat = ka.leases.read_heartbeat(session)
     assert heartbeat is not None and heartbeat["expiresAt"] == 0.0 and heartbeat["ended"] is True
+
+
+# -- balancing --------------------------------------------------------------------------------
+
+
+async def test_a_joiner_gets_its_share_by_hand_offs_idle_relays_first(clean: None) -> None:
+    relays = {f"pbx{i}.example:7099" for i in range(6)}
+    busy = set(sorted(relays)[:4])  # four of the six have calls in progress
+    events: list[tuple[float, str, str, str]] = []  # (monotonic, who, what, relay)
+
+    def callbacks(name: str) -> tuple[Callable[[str, int], None], Callable[[str], None]]:
+        def gain(endpoint: str, generation: int) -> None:
+            events.append((time.monotonic(), name, "gain", endpoint))
+
+        def loss(endpoint: str) -> None:
+            events.append((time.monotonic(), name, "loss", endpoint))
+
+        return gain, loss
+
+    async def hand_over(endpoint: str) -> None:  # a graceful close: still reading meanwhile
+        events.append((time.monotonic(), "a", "hand-over", endpoint))
+        await asyncio.sleep(0.05)
+
+    ring_window = 1.5
+    ka = LeaseKeeper(
+        instance("a"),
+        calls_in_progress=lambda e: int(e in busy),
+        ring_window=ring_window,
+        hand_over=hand_over,
+    )
+    kb = LeaseKeeper(instance("b"), ring_window=ring_window)
+    ta = asyncio.create_task(ka.run(lambda: relays, *callbacks("a")))
+    await until(lambda: len(ka.held) == 6, 3)  # alone: a takes everything
+    tb = asyncio.create_task(kb.run(lambda: relays, *callbacks("b")))
+    joined = time.monotonic()
+    await until(lambda: len(kb.held) == 2, 3)  # the two idle ones move first
+    assert set(kb.held) == relays - busy
+    await asyncio.sleep(ring_window / 2)
+    assert len(kb.held) == 2  # the busy ones wait for their calls ...
+    await until(lambda: len(kb.held) == 3, ring_window + 2)  # ... or a ring window
+    moved_busy = [t for t, who, what, e in events if who == "b" and what == "gain" and e in busy]
+    assert moved_busy and moved_busy[0] - joined >= ring_window
+    await asyncio.sleep(1.0)
+    assert len(ka.held) == 3 and len(kb.held) == 3  # settled: nothing else moves
+    assert ka.moved_out == 3 and kb.moved_out == 0
+
+    # never two readers of a relay, and each hand-off left it unread only briefly
+    readers: dict[str, str] = {}
+    gaps = []
+    moved = [e for _, who, what, e in events if what == "hand-over"]
+    assert sorted(moved) == sorted(kb.held)  # each move closed gracefully first ...
+    for endpoint in moved:  # ... then stopped, then taken
+        kinds = [(who, what) for _, who, what, e in events if e == endpoint]
+        assert kinds[-3:] == [("a", "hand-over"), ("a", "loss"), ("b", "gain")], kinds
+    for t, who, what, endpoint in events:
+        if what == "hand-over":
+            continue
+        if what == "gain":
+            assert endpoint not in readers, f"{who} gained {endpoint} held by {readers}"
+            readers[endpoint] = who
+            lost = [lt for lt, w, wh, e in events if e == endpoint and wh == "loss" and lt <= t]
+            if lost:
+                gaps.append(t - lost[-1])
+        else:
+            assert readers.pop(endpoint) == who
+    assert len(gaps) == 3 and max(gaps) < kb.fast_every + SLACK  # not a renew period per move
+    ta.cancel()
+    await asyncio.gather(ta, return_exceptions=True)
+    await kb.stop()
+    del tb
+
+
+class RacedOnce(RelayLeases):
+    """Between reading a batch and committing it, a rival takes one of its relays (once)."""
+
+    rival: RelayLeases
+    contested = ""
+
+    def _acquire_batch(self, chunk: list[str]) -> dict[str, int]:
+        if self.contested not in chunk or getattr(self, "raced", False):
+            return super()._acquire_batch(chunk)
+        self.raced = True
+        make_batch = self.client.batch
+
+        def batch() -> Any:
+            writes = make_batch()
+            commit = writes.commit
+
+            def racing_commit(*args: Any, **kwargs: Any) -> Any:
+                assert self.rival.try_acquire(self.contested) == 1
+                return commit(*args, **kwargs)
+
+            writes.commit = racing_commit  # type: ignore[method-assign]
+            return writes
+
+        self.client.batch = batch  # type: ignore[method-assign]
+        try:
+            return super()._acquire_batch(chunk)
+        finally:
+            self.client.batch = make_batch  # type: ignore[method-assign]
+
+
+def test_a_batch_that_loses_one_race_still_wins_the_others(clean: None) -> None:
+    relays = [f"pbx{i}.example:7099" for i in range(10)]
+    a = instance("a", RacedOnce)
+    assert isinstance(a, RacedOnce)
+    assert a.start_heartbeat()
+    a.rival, a.contested = beating("b"), relays[3]
+    won = a.acquire_many(relays)
+    assert sorted(won) == sorted(set(relays) - {relays[3]}) and set(won.values()) == {1}
+    assert a.conflicts >= 1  # the whole batch failed at commit, then its halves were retried
+    assert lease_doc(relays[3]).get().to_dict()["holder"] == "b"
+    assert {lease_doc(e).get().to_dict()["holder"] for e in won} == {"a"}
+    # and a release batch only touches what is still ours
+    a.release_many([(e, 1, "b") for e in relays])
+    assert lease_doc(relays[3]).get().to_dict()["released"] is False
+    assert all(lease_doc(e).get().to_dict()["handoffTo"] == "b" for e in won)

@@ -210,3 +210,17 @@ def test_firestore_timestamps_are_read_as_epoch_seconds() -> None:
 def test_lease_id_is_a_stable_document_id() -> None:
     assert lease_id(RELAY) == lease_id(RELAY) != lease_id("pbx.example.com:7098")
     assert len(lease_id(RELAY)) == 32 and "/" not in lease_id("a/b:1")
+
+
+def test_heartbeats_carry_the_load_for_balancing_when_given() -> None:
+    assert new_heartbeat("a", NOW, P, held=0)["held"] == 0
+    d = decide_heartbeat(beat("a", NOW + 15), "a", NOW, P, held=12)
+    assert d.record == {"expiresAt": NOW + 20, "renewedAt": NOW, "held": 12}
+
+
+def test_a_hand_off_names_its_taker_and_the_taker_drops_it() -> None:
+    update = decide_release(lease("a", 3), "a", 3, NOW + 20, NOW, P, handoff_to="b")
+    assert update == {"released": True, "releasedAt": NOW, "handoffTo": "b"}
+    d = decide_acquire({**lease("a", 3), **update}, beat("a", NOW + 10), "b", RELAY, NOW)
+    assert d.action is Action.ACQUIRE and d.takeover and d.generation == 4
+    assert d.record is not None and "handoffTo" not in d.record and "releasedAt" not in d.record
