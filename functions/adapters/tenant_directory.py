@@ -21,6 +21,7 @@ from typing import Any
 
 from functions.core.tenancy import TENANTS, Tenant, TenantError, TenantIndex, parse_tenant
 from functions.log import fields
+from functions.settings import Settings
 
 log = logging.getLogger("tenants")
 
@@ -89,6 +90,22 @@ class TenantDirectory:
         self._fingerprint: tuple[tuple[str, Any], ...] = ()
         self._refreshing = False
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_settings(
+        cls, client: Any, settings: Settings, pool: ThreadPoolExecutor
+    ) -> TenantDirectory | None:
+        """The services' copy of the directory (TENANT_CACHE_SECONDS old at most); None in
+        user-documents mode."""
+        if settings.tenancy != "directory":
+            return None
+        return cls(
+            client,
+            settings.default_region,
+            pool,
+            refresh_after=settings.tenant_cache_seconds / 3,
+            max_age=settings.tenant_cache_seconds,
+        )
 
     def index(self) -> TenantIndex:
         age = self.clock() - self._read_at

@@ -45,17 +45,7 @@ def build_endpoints(settings: Settings) -> Endpoints:
     pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="firestore")
     client = firestore.Client(project=settings.project)
     app = init_firebase_app(settings.project, settings.fcm_endpoint, name="app_endpoints")
-    tenants = (
-        TenantDirectory(
-            client,
-            settings.default_region,
-            pool,
-            refresh_after=settings.tenant_cache_seconds / 3,
-            max_age=settings.tenant_cache_seconds,
-        )
-        if settings.tenancy == "directory"
-        else None
-    )
+    tenants = TenantDirectory.for_settings(client, settings, pool)
     relay_access = RelayAccessReader(client) if settings.tenancy == "user_documents" else None
     ledger = LedgerStore(client)
     history = HistoryStore(client, pool)

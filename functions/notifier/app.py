@@ -44,17 +44,7 @@ def build_notifier(settings: Settings) -> Notifier:
             pool,
             settings.default_region,
             cache_seconds=settings.recipient_cache_seconds,
-            tenants=(
-                TenantDirectory(
-                    client,
-                    settings.default_region,
-                    pool,
-                    refresh_after=settings.tenant_cache_seconds / 3,
-                    max_age=settings.tenant_cache_seconds,
-                )
-                if settings.tenancy == "directory"
-                else None
-            ),
+            tenants=TenantDirectory.for_settings(client, settings, pool),
             relay_access=(  # user-documents mode: only users whose relay settings were accepted
                 RelayAccessReader(client, settings.recipient_cache_seconds)
                 if settings.tenancy == "user_documents"
