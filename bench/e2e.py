@@ -91,6 +91,21 @@ async def _send_calls(relay: Any, prefix: str, calls: int, rate: float) -> dict[
     return sent
 
 
+async def _hang_up(relay: Any, fcm: FakeFcmProcess, linkedids: list[str]) -> None:
+    """Each call's root Hangup (the caller gave up), then wait until the cancels stop."""
+    for n, linkedid in enumerate(linkedids):
+        hangup = {"Event": "Hangup", "Uniqueid": linkedid, "Linkedid": linkedid, "Cause": "16"}
+        await relay.broadcast(orjson.dumps({"type": 3, "server_id": 1, "data": hangup}))
+        if n % 50 == 49:
+            await asyncio.sleep(0.05)
+    deadline, seen, quiet = time.monotonic() + 60, -1, 0
+    while time.monotonic() < deadline and quiet < 4:
+        await asyncio.sleep(0.5)
+        count = len(await asyncio.to_thread(fcm.records))
+        quiet = quiet + 1 if count == seen else 0
+        seen = count
+
+
 def _by_call(records: list[dict[str, Any]], sent: dict[str, float]) -> dict[str, list[float]]:
     """Arrival times of the answered (200) FCM requests of each call in `sent`."""
     arrivals: dict[str, list[float]] = {}
@@ -146,6 +161,9 @@ async def _phase(
         machine_busy_seconds() - busy0 - (cpu_seconds(os.getpid()) - own0) - sum(used.values())
     )
     wall = time.monotonic() - wall0
+    # The calls end, as calls do, before the next phase: a new connector on the relay would
+    # otherwise carry them over from the ledger and end them while that phase is measured.
+    await _hang_up(relay, fcm, [*warm_sent, *sent])
     arrivals = _by_call(records, sent)
     first = [min(times) - sent[lid] for lid, times in arrivals.items()]
     last = [max(times) - sent[lid] for lid, times in arrivals.items()]

@@ -33,7 +33,7 @@ from functions.connector.adapters.rung_calls import rung_calls
 from functions.connector.adapters.secrets import SecretManagerReader, SecretReader
 from functions.connector.ingest import RelayIngest
 from functions.core.call_event import CallEvent
-from functions.core.call_tracker import CallTracker
+from functions.core.call_tracker import RING_GRACE_SECONDS, CallTracker
 from functions.core.relay_candidates import RelayAccess, RelayCandidates, relay_candidates
 from functions.core.relays import RelaySpec, relay_from_url
 from functions.log import fields
@@ -263,7 +263,8 @@ class Connector:
                     self.firestore_client,
                     spec.endpoint,
                     time.time(),
-                    tracker.max_call_seconds,
+                    # calls that may still ring; older ones rang out (the push's TTL)
+                    self.settings.ring_window_seconds + RING_GRACE_SECONDS,
                 ),
                 CARRY_OVER_TIMEOUT,
             )
