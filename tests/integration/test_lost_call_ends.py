@@ -305,3 +305,29 @@ async def test_the_health_server_binds_the_address_its_setting_names(make_connec
     assert _accepts("127.0.0.1", local.health_port)
     assert not _accepts("127.0.0.2", local.health_port)
     assert _accepts("127.0.0.2", every.health_port)
+
+
+def test_a_new_reader_learns_only_the_calls_that_may_still_ring(db):
+    from dataclasses import replace
+
+    from functions.connector.adapters.rung_calls import rung_calls
+    from functions.core.call_event import CallEvent, Kind
+    from functions.core.ledger import DeviceRef
+    from functions.notifier.adapters.ledger_store import LedgerStore
+
+    ledger, now = LedgerStore(db), time.time()
+    base = CallEvent(Kind.RINGING, "127.0.0.1:7999", 1, "x", "010", "", "070", "P/x", now, now)
+    device = [DeviceRef("tok-1", "u_1_Android", "u")]
+    fresh, old = replace(base, linkedid="fresh.1"), replace(base, linkedid="old.1")
+    old = replace(old, detected_at=now - 600, occurred_at=now - 600)
+    over = replace(base, linkedid="over.1")
+    other_relay = replace(base, linkedid="other.1", relay="127.0.0.1:7998")
+    for event in (fresh, old, over, other_relay):
+        ledger.claim_ring(event, device, now)
+        ledger.finish_ring(event, device, [], now)
+    ledger.close_call(replace(over, kind=Kind.ENDED, outcome="no_answer"), "no_answer", now)
+    found = rung_calls(db, "127.0.0.1:7999", now, 60 + RING_GRACE_SECONDS)
+    assert [e.linkedid for e in found] == ["fresh.1"]
+    # the ringing event as the notifier saw it (times kept to the microsecond of ISO 8601)
+    assert replace(found[0], occurred_at=now, detected_at=now) == fresh
+    assert abs(found[0].detected_at - now) < 1e-5
