@@ -30,6 +30,8 @@ CONNECTOR_ENV_VARS: tuple[str, ...] = (
     "DEFAULT_REGION",
     "LOG_LEVEL",
 )
+# Read by functions-framework, not by this code, and set by Terraform with the concurrency.
+NOTIFIER_RUNTIME_ENV_VARS: tuple[str, ...] = ("THREADS",)
 NOTIFIER_ENV_VARS: tuple[str, ...] = (
     "GOOGLE_CLOUD_PROJECT",
     "TENANCY",

@@ -95,9 +95,12 @@ resource "google_cloudfunctions2_function" "notifier" {
     ingress_settings               = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision = true
 
-    min_instance_count               = var.notifier_min_instances
-    max_instance_count               = var.notifier_max_instances
-    max_instance_request_concurrency = 1
+    min_instance_count = var.notifier_min_instances
+    max_instance_count = var.notifier_max_instances
+    # the notifier mostly waits on Firestore and FCM: several events per instance at once
+    # (docs/benchmarks.md section 6; docs/deploy.md "Notifier concurrency")
+    max_instance_request_concurrency = var.notifier_cpu == "0.583" ? 1 : var.notifier_concurrency
+    available_cpu                    = var.notifier_cpu
     available_memory                 = var.notifier_memory
     timeout_seconds                  = var.notifier_timeout_seconds
 
@@ -108,6 +111,8 @@ resource "google_cloudfunctions2_function" "notifier" {
       DEFAULT_REGION            = var.default_region
       LOG_LEVEL                 = var.log_level
       MISSED_CALL_NOTIFICATIONS = tostring(var.missed_call_notifications)
+      # functions-framework's gunicorn threads: as many as the events it may be given at once
+      THREADS = tostring(var.notifier_cpu == "0.583" ? 1 : var.notifier_concurrency)
     }
   }
 

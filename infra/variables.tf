@@ -247,6 +247,28 @@ variable "notifier_memory" {
   }
 }
 
+variable "notifier_concurrency" {
+  description = "Call events one notifier instance handles at once (functions-framework threads). The notifier mostly waits on Firestore and FCM: 8 on 1 vCPU delivered a burst of 200 ringing calls within one second (3 devices each) with p99 368 ms on one instance, where 1 queued them to p99 1.3 s (docs/benchmarks.md, section 6)."
+  type        = number
+  default     = 8
+
+  validation {
+    condition     = var.notifier_concurrency >= 1 && var.notifier_concurrency <= 80
+    error_message = "notifier_concurrency must be between 1 and 80."
+  }
+}
+
+variable "notifier_cpu" {
+  description = "vCPUs of a notifier instance; Cloud Functions allows a concurrency above 1 only with at least 1."
+  type        = string
+  default     = "1"
+
+  validation {
+    condition     = contains(["0.583", "1", "2", "4"], var.notifier_cpu)
+    error_message = "notifier_cpu must be one of 0.583, 1, 2, 4."
+  }
+}
+
 variable "notifier_timeout_seconds" {
   description = "Notifier execution timeout; also the ack deadline of the push subscription."
   type        = number
