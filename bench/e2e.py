@@ -91,19 +91,38 @@ async def _send_calls(relay: Any, prefix: str, calls: int, rate: float) -> dict[
     return sent
 
 
-async def _hang_up(relay: Any, fcm: FakeFcmProcess, linkedids: list[str]) -> None:
-    """Each call's root Hangup (the caller gave up), then wait until the cancels stop."""
+async def _hang_up(relay: Any, linkedids: list[str]) -> None:
+    """Each call's root Hangup (the caller gave up), then wait until the ledger has every call
+    over (the notifier handled the ends; a floor notifier keeps no ledger: nothing to wait for)."""
     for n, linkedid in enumerate(linkedids):
         hangup = {"Event": "Hangup", "Uniqueid": linkedid, "Linkedid": linkedid, "Cause": "16"}
         await relay.broadcast(orjson.dumps({"type": 3, "server_id": 1, "data": hangup}))
         if n % 50 == 49:
             await asyncio.sleep(0.05)
-    deadline, seen, quiet = time.monotonic() + 60, -1, 0
-    while time.monotonic() < deadline and quiet < 4:
-        await asyncio.sleep(0.5)
-        count = len(await asyncio.to_thread(fcm.records))
-        quiet = quiet + 1 if count == seen else 0
-        seen = count
+    await asyncio.to_thread(_wait_over, f"127.0.0.1:{relay.port}")
+
+
+def _wait_over(relay_endpoint: str, timeout: float = 90.0) -> None:
+    from google.cloud import firestore
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    host = os.environ.get("BENCH_FIRESTORE_HOST", "")
+    if not host:
+        return
+    with mock.patch.dict(os.environ, {"FIRESTORE_EMULATOR_HOST": host}):
+        client = firestore.Client(project=PROJECT)
+    query = (
+        client.collection("push_dedupe")
+        .where(filter=FieldFilter("relay", "==", relay_endpoint))
+        .where(filter=FieldFilter("over", "==", False))
+        .limit(1)
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and list(query.stream()):
+            time.sleep(0.5)
+    finally:
+        client.close()
 
 
 def _by_call(records: list[dict[str, Any]], sent: dict[str, float]) -> dict[str, list[float]]:
@@ -163,7 +182,7 @@ async def _phase(
     wall = time.monotonic() - wall0
     # The calls end, as calls do, before the next phase: a new connector on the relay would
     # otherwise carry them over from the ledger and end them while that phase is measured.
-    await _hang_up(relay, fcm, [*warm_sent, *sent])
+    await _hang_up(relay, [*warm_sent, *sent])
     arrivals = _by_call(records, sent)
     first = [min(times) - sent[lid] for lid, times in arrivals.items()]
     last = [max(times) - sent[lid] for lid, times in arrivals.items()]
@@ -278,6 +297,7 @@ async def _run(quick: bool, work: Path) -> dict[str, Any]:
             "fake FCM": [fcm.proc.pid],
         }
 
+    os.environ["BENCH_FIRESTORE_HOST"] = emulator.host  # for _wait_over, in this process only
     try:
         seed_demo(emulator.host, relay.port)
         env = notifier_env(emulator.host, fcm.url)
