@@ -42,7 +42,7 @@ from functions.settings import Settings
 log = logging.getLogger("connector")
 EXPIRE_EVERY = 1.0  # seconds between sweeps for calls that never ended (ring timeouts, gaps)
 WATCH_TICK_EVERY = 5  # sweeps between the relay watcher's ticks
-SUMMARY_EVERY = 60.0  # seconds between "connector relays" lines
+SUMMARY_EVERY = 60.0  # seconds between "connector relays" lines while nothing changes
 CARRY_OVER_TIMEOUT = 5.0  # reading the ledger for calls rung before this instance read a relay
 STATUS_CHECK_EVERY = 2.0  # a relay's state change reaches relay_status within this
 STATUS_REFRESH_EVERY = 30.0  # changed counters and last-event times: at most this often
@@ -316,7 +316,7 @@ class Connector:
 
     async def _sweep_forever(self) -> None:
         sweeps = 0
-        next_summary = 0.0
+        next_summary, last_summary = 0.0, (0, 0, 0)
         while True:
             await asyncio.sleep(EXPIRE_EVERY)
             now = time.time()
@@ -324,21 +324,22 @@ class Connector:
             sweeps += 1
             if self._watcher is not None and sweeps % WATCH_TICK_EVERY == 0:
                 self._watcher.tick()
-            if self.relays and now >= next_summary:
-                next_summary = now + SUMMARY_EVERY
-                self._log_summary()
+            summary = self._summary()
+            if self.relays and (summary != last_summary or now >= next_summary):
+                next_summary, last_summary = now + SUMMARY_EVERY, summary
+                self._log_summary(summary)
 
-    def _log_summary(self) -> None:
-        """What this instance reads, for the `relays_connected` chart (infra/monitoring.tf)."""
+    def _summary(self) -> tuple[int, int, int]:
         states = [rt.client.status.state for rt in self.relays.values()]
+        return len(states), states.count("connected"), states.count("refused")
+
+    def _log_summary(self, summary: tuple[int, int, int]) -> None:
+        """What this instance reads, for the `relays_connected` chart (infra/monitoring.tf):
+        when it changes, and every minute."""
+        relays, connected, refused = summary
         log.info(
             "connector relays",
-            extra=fields(
-                holder=self.instance,
-                relays=len(states),
-                connected=states.count("connected"),
-                refused=states.count("refused"),
-            ),
+            extra=fields(holder=self.instance, relays=relays, connected=connected, refused=refused),
         )
 
     async def sweep(self, now: float) -> None:
