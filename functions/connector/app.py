@@ -126,6 +126,7 @@ class Connector:
         self._access: dict[str, RelayAccess] = {}
         self._access_locks: dict[str, asyncio.Lock] = {}
         self._refused_logged: dict[str, frozenset[str]] = {}  # one WARNING per change
+        self._last_summary = (0, 0, 0)  # the last "connector relays" line's counts
 
     async def run(self, stop: asyncio.Event, *, host: str | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -241,7 +242,7 @@ class Connector:
             allowed_networks=self.settings.relay_allowed_networks,  # the address policy's
             candidates=candidates,
             on_access=self._access_recorder(spec.endpoint) if candidates else None,
-            on_connected=ingest.on_connected,
+            on_connected=self._connected(ingest),
         )
         task = asyncio.create_task(self._read(client, tracker), name=f"relay {spec.endpoint}")
         log.info("relay watched", extra=fields(relay=spec.url))
@@ -316,31 +317,42 @@ class Connector:
 
     async def _sweep_forever(self) -> None:
         sweeps = 0
-        next_summary, last_summary = 0.0, (0, 0, 0)
+        next_summary = 0.0
         while True:
             await asyncio.sleep(EXPIRE_EVERY)
             now = time.time()
-            await self.sweep(now)
-            sweeps += 1
-            if self._watcher is not None and sweeps % WATCH_TICK_EVERY == 0:
-                self._watcher.tick()
-            summary = self._summary()
-            if self.relays and (summary != last_summary or now >= next_summary):
-                next_summary, last_summary = now + SUMMARY_EVERY, summary
-                self._log_summary(summary)
+            try:
+                await self.sweep(now)
+                sweeps += 1
+                if self._watcher is not None and sweeps % WATCH_TICK_EVERY == 0:
+                    self._watcher.tick()
+                if self._log_summary(force=now >= next_summary):
+                    next_summary = now + SUMMARY_EVERY
+            except Exception:  # the next second tries again: ring timeouts must not stop
+                log.exception("call sweep failed")
 
-    def _summary(self) -> tuple[int, int, int]:
-        states = [rt.client.status.state for rt in self.relays.values()]
-        return len(states), states.count("connected"), states.count("refused")
+    def _connected(self, ingest: RelayIngest) -> Any:
+        def connected(connects: int) -> None:
+            ingest.on_connected(connects)  # a reconnect is a gap for the calls in progress
+            self._log_summary()  # the relays_connected chart moves at once
 
-    def _log_summary(self, summary: tuple[int, int, int]) -> None:
+        return connected
+
+    def _log_summary(self, *, force: bool = False) -> bool:
         """What this instance reads, for the `relays_connected` chart (infra/monitoring.tf):
-        when it changes, and every minute."""
+        when it changes (a connection, checked every second), and every minute. Returns
+        whether it logged."""
+        states = [rt.client.status.state for rt in self.relays.values()]
+        summary = (len(states), states.count("connected"), states.count("refused"))
+        if not states or (summary == self._last_summary and not force):
+            return False
+        self._last_summary = summary
         relays, connected, refused = summary
         log.info(
             "connector relays",
             extra=fields(holder=self.instance, relays=relays, connected=connected, refused=refused),
         )
+        return True
 
     async def sweep(self, now: float) -> None:
         """End calls whose end never came (ring timeout, gap grace, tracking limits): rung ones
