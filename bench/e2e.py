@@ -91,7 +91,7 @@ async def _send_calls(relay: Any, prefix: str, calls: int, rate: float) -> dict[
     return sent
 
 
-async def _hang_up(relay: Any, linkedids: list[str]) -> None:
+async def _hang_up(relay: Any, linkedids: list[str], ledger_host: str) -> None:
     """Each call's root Hangup (the caller gave up), then wait until the ledger has every call
     over (the notifier handled the ends; a floor notifier keeps no ledger: nothing to wait for)."""
     for n, linkedid in enumerate(linkedids):
@@ -99,16 +99,14 @@ async def _hang_up(relay: Any, linkedids: list[str]) -> None:
         await relay.broadcast(orjson.dumps({"type": 3, "server_id": 1, "data": hangup}))
         if n % 50 == 49:
             await asyncio.sleep(0.05)
-    await asyncio.to_thread(_wait_over, f"127.0.0.1:{relay.port}")
+    if ledger_host:
+        await asyncio.to_thread(_wait_over, ledger_host, f"127.0.0.1:{relay.port}")
 
 
-def _wait_over(relay_endpoint: str, timeout: float = 90.0) -> None:
+def _wait_over(host: str, relay_endpoint: str, timeout: float = 90.0) -> None:
     from google.cloud import firestore
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    host = os.environ.get("BENCH_FIRESTORE_HOST", "")
-    if not host:
-        return
     with mock.patch.dict(os.environ, {"FIRESTORE_EMULATOR_HOST": host}):
         client = firestore.Client(project=PROJECT)
     query = (
@@ -159,9 +157,11 @@ async def _phase(
     calls: int,
     rate: float,
     pids: dict[str, list[int]] | None = None,
+    ledger_host: str = "",
 ) -> dict[str, Any]:
     """Warm-up calls, then `calls`; latencies from FCM's records; CPU seconds per call of each
-    process in `pids`."""
+    process in `pids`. `ledger_host`: the Firestore emulator whose ledger shows the calls over
+    after their hang-up ("" for the floor notifier, which keeps none)."""
     await relay.wait_for_clients(1, timeout=30)
     warm = max(10, calls // 25)
     warm_sent = await _send_calls(relay, f"{prefix}-warm", warm, rate)
@@ -182,7 +182,7 @@ async def _phase(
     wall = time.monotonic() - wall0
     # The calls end, as calls do, before the next phase: a new connector on the relay would
     # otherwise carry them over from the ledger and end them while that phase is measured.
-    await _hang_up(relay, [*warm_sent, *sent])
+    await _hang_up(relay, [*warm_sent, *sent], ledger_host)
     arrivals = _by_call(records, sent)
     first = [min(times) - sent[lid] for lid, times in arrivals.items()]
     last = [max(times) - sent[lid] for lid, times in arrivals.items()]
@@ -297,7 +297,6 @@ async def _run(quick: bool, work: Path) -> dict[str, Any]:
             "fake FCM": [fcm.proc.pid],
         }
 
-    os.environ["BENCH_FIRESTORE_HOST"] = emulator.host  # for _wait_over, in this process only
     try:
         seed_demo(emulator.host, relay.port)
         env = notifier_env(emulator.host, fcm.url)
@@ -305,14 +304,16 @@ async def _run(quick: bool, work: Path) -> dict[str, Any]:
             push_env = {**base_env, "CALL_EVENTS_PUSH_URL": real.url}
             with _ListenProbe(emulator.host) as probe, connector(push_env, work / "c1.log") as conn:
                 pids = processes(real, conn)
-                out["push"] = await _phase(relay, fcm, "e2e", calls, RATE, pids)
+                out["push"] = await _phase(relay, fcm, "e2e", calls, RATE, pids, emulator.host)
                 out["push"]["listen_responses"] = probe.during()
                 out["push"]["listen_control"] = probe.control()
             await _wait_no_clients(relay)
             ps_env, subscription = via_pubsub("real", real.url)
             with connector(ps_env, work / "c2.log") as conn:
                 pids = processes(real, conn)
-                out["pubsub"] = await _phase(relay, fcm, "e2eps", side_calls, RATE, pids)
+                out["pubsub"] = await _phase(
+                    relay, fcm, "e2eps", side_calls, RATE, pids, emulator.host
+                )
             await _wait_no_clients(relay)
             pubsub.delete_subscription(subscription)
         floor_source = str(Path(__file__).with_name("e2e_floor.py"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -331,7 +331,7 @@ class Connector:
             except Exception:  # the next second tries again: ring timeouts must not stop
                 log.exception("call sweep failed")
 
-    def _connected(self, ingest: RelayIngest) -> Any:
+    def _connected(self, ingest: RelayIngest) -> Callable[[int], None]:
         def connected(connects: int) -> None:
             ingest.on_connected(connects)  # a reconnect is a gap for the calls in progress
             self._log_summary()  # the relays_connected chart moves at once

@@ -12,6 +12,7 @@ import logging
 from typing import Any, Final
 
 import orjson
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from functions.core.call_event import CallEvent, InvalidCallEvent, Kind, parse_call_event
 from functions.log import fields
@@ -27,8 +28,8 @@ def rung_calls(client: Any, relay: str, now: float, max_age: float) -> list[Call
     `max_age` seconds ago. Records that cannot be read are logged and left out."""
     query = (
         client.collection(LEDGER)
-        .where(filter=_field("relay", "==", relay))
-        .where(filter=_field("over", "==", False))
+        .where(filter=FieldFilter("relay", "==", relay))
+        .where(filter=FieldFilter("over", "==", False))
         .limit(MAX_RECORDS)
     )
     found: list[CallEvent] = []
@@ -54,9 +55,3 @@ def rung_calls(client: Any, relay: str, now: float, max_age: float) -> list[Call
         ):
             found.append(event)
     return found
-
-
-def _field(path: str, op: str, value: object) -> Any:
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    return FieldFilter(path, op, value)

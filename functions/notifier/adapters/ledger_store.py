@@ -94,7 +94,7 @@ class LedgerStore:
             return self._written.pop(event.call_hash, None)
 
     @staticmethod
-    def replacement(event: CallEvent, record: Record, new: Record) -> dict[str, Any]:
+    def replacement(record: Record, new: Record) -> dict[str, Any]:
         """The update that turns `record` into `new`: the top-level fields that changed (the
         ringing event and the call's ids are written once, not with every change) and the
         dropped ones deleted."""
@@ -126,7 +126,7 @@ class LedgerStore:
                 else:
                     # what changed, fields the decision dropped deleted, only if unchanged
                     ref.update(
-                        self.replacement(event, record, new),
+                        self.replacement(record, new),
                         option=self.client.write_option(last_update_time=snap.update_time),
                     )
                 return result

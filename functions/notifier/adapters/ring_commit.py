@@ -53,7 +53,7 @@ class RingCommit:
             batch = client.batch()
             batch.update(
                 self.ledger.ref(event),
-                self.ledger.replacement(event, record, new),
+                self.ledger.replacement(record, new),
                 option=client.write_option(last_update_time=update_time),
             )
             for ref, doc in self.history.incoming_documents(event, recipients):
