@@ -8,12 +8,14 @@
 
 locals {
   # Whitelist of what the function needs: main.py, requirements.txt and the functions/ package.
-  # Tests, infra, tools, virtualenvs and node_modules can never slip into the archive.
+  # Tests, infra, tools, virtualenvs and node_modules can never slip into the archive; nor can a
+  # locally built extension (the connector's raw gate: the notifier does not use it, and file()
+  # reads text only).
   notifier_files = sort(concat(
     ["main.py", "requirements.txt"],
     [
       for f in fileset(local.repo_root, "functions/**") : f
-      if !strcontains(f, "__pycache__") && !endswith(f, ".pyc")
+      if !strcontains(f, "__pycache__") && !endswith(f, ".pyc") && !endswith(f, ".so")
     ],
   ))
 

@@ -20,9 +20,9 @@ from functions.core.frames import (
     Frame,
     Rejected,
     load_frame,
-    search_event_name,
     validate_frame,
 )
+from functions.core.raw_gate import may_matter
 from functions.log import fields, mask_number
 
 log = logging.getLogger("connector.ingest")
@@ -82,23 +82,16 @@ class RelayIngest:
         tracker = self.tracker
         if now >= self._next_clock_sample:  # the PBX's clock, from any frame, once a second
             self._sample_clock(payload, now)
-        # Most frames cannot change a call. The event name, read from the raw bytes, says so
-        # for most; the parsed headers say so for most of the rest, before validation and
-        # tracking.
-        if type(payload) is bytes and len(payload) <= self.max_frame_bytes:
-            name = search_event_name(payload)
-            if name is not None and (
-                name[1] not in tracker.wanted
-                # read raw, parsed only when it may matter: a Newchannel's context, the ids
-                # by which any other event names its call
-                or not (
-                    tracker.may_start_a_call(payload)
-                    if name[1] == b"Newchannel"
-                    else tracker.may_name_a_call(payload)
-                )
-            ):
-                stats.skipped += 1
-                return []
+        # Most frames cannot change a call. The raw bytes say so for most (the event name, a
+        # Newchannel's context, the calls' ids: functions.core.raw_gate, compiled); the parsed
+        # headers say so for most of the rest, before validation and tracking.
+        if (
+            type(payload) is bytes
+            and len(payload) <= self.max_frame_bytes
+            and not may_matter(payload, tracker.wanted, tracker.raw_ids, tracker.raw_prefixes)
+        ):
+            stats.skipped += 1
+            return []
         loaded = load_frame(payload, max_bytes=self.max_frame_bytes)
         if type(loaded) is Rejected:
             self._bad(loaded, payload)

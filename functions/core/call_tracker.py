@@ -138,10 +138,11 @@ class CallTracker:
         self._deadlines: list[tuple[float, CallKey]] = []  # ring timeouts and gap ends (lazy)
         self._suspects: set[CallKey] = set()  # calls with a gap_until
         # The calls' ids as bytes (count per id: two PBXs of a relay may reuse one), for a
-        # reader that checks a raw frame before parsing it (`may_name_a_call`).
+        # reader that checks a raw frame before parsing it (functions.core.raw_gate): None
+        # when more than a few calls are in progress (the scans would cost more than a parse)
         self._ids: dict[bytes, int] = {}
-        self._id_list: tuple[bytes, ...] = ()
-        self._raw_prefixes = tuple(prefix.encode() for prefix in prefixes)
+        self.raw_ids: tuple[bytes, ...] | None = ()
+        self.raw_prefixes = tuple(prefix.encode() for prefix in prefixes)
         self.prefixes = tuple(prefixes)
         self.did_contexts = tuple(did_contexts)
         self.max_calls = max_calls
@@ -179,6 +180,10 @@ class CallTracker:
     def active_calls(self) -> int:
         return len(self._calls)
 
+    def _raw_ids_changed(self) -> None:
+        ids = self._ids
+        self.raw_ids = tuple(ids) if len(ids) <= MAX_RAW_ID_SCANS else None
+
     def _update_wanted(self) -> None:
         if not self._calls:
             self.wanted = self._wanted_idle
@@ -197,37 +202,6 @@ class CallTracker:
         if event in _DIALPLAN_EVENTS and not self._pending:
             return False
         return self._names_a_call(data)
-
-    def may_name_a_call(self, payload: bytes) -> bool:
-        """Whether a raw frame (whose event name is wanted) may name a call in progress, read
-        without parsing. Every handler finds its call by an id header whose value is the call's
-        Linkedid: a frame in which no call's id occurs at all, and no JSON escape could spell
-        one, cannot change anything. With more than a few calls in
-        progress the scans would cost more than the parse, so the frame is parsed."""
-        ids = self._id_list
-        if len(ids) > MAX_RAW_ID_SCANS:
-            return True
-        for raw in ids:  # a loop: any() and a generator cost more per frame
-            if raw in payload:
-                return True
-        # JSON may spell an id with escapes (`1\u002e1`): a frame with any backslash is parsed
-        # and compared (a one-byte search; amiws frames rarely have one)
-        return payload.find(0x5C) >= 0
-
-    def may_start_a_call(self, payload: bytes) -> bool:
-        """Whether a raw Newchannel may be a trunk call's root, read without parsing: False only
-        when its one `Context` is a plain string outside the trunk prefixes (the seed rule's
-        first test). Anything unusual says True, and the frame is parsed."""
-        at = payload.find(b'Context":')
-        if at <= 0 or payload[at - 1] != 0x22:  # '"': the whole key, not "...Context"
-            return True
-        end = at + 9
-        if payload.find(b'"Context":', end) >= 0:  # repeated: JSON readers keep the last
-            return True
-        quote = payload.find(b'"', end)
-        if quote < 0 or payload[end:quote].strip() != b"":
-            return True  # not a string (null, a number)
-        return payload.startswith(self._raw_prefixes, quote + 1)
 
     def _names_a_call(self, data: Mapping[str, object]) -> bool:
         """Whether the headers name a call in progress; True when they carry no id to read, or
@@ -421,7 +395,7 @@ class CallTracker:
         self._calls[key] = call
         raw = key[1].encode()
         self._ids[raw] = self._ids.get(raw, 0) + 1
-        self._id_list = tuple(self._ids)
+        self._raw_ids_changed()
         self._servers.add(key[0])
         if call.pending:
             self._pending.add(key)
@@ -646,7 +620,7 @@ class CallTracker:
                 self._ids[raw] = left
             else:
                 del self._ids[raw]
-                self._id_list = tuple(self._ids)
+                self._raw_ids_changed()
         return call
 
     def _drop(self, key: CallKey, reason: EndReason, now: float) -> Dropped:

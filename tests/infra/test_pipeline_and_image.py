@@ -142,10 +142,32 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return out
 
 
+def final_stage() -> list[tuple[str, str]]:
+    instructions = dockerfile_instructions()
+    last = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
+    return instructions[last:]
+
+
 def test_dockerfile_base_is_pinned_slim_python_311() -> None:
     froms = [rest for word, rest in dockerfile_instructions() if word == "FROM"]
-    assert len(froms) == 1
-    assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)?(@sha256:[0-9a-f]{64})?", froms[0]), froms
+    # a build stage with a compiler for the raw gate, then the slim runtime image
+    assert len(froms) == 2
+    build, runtime = froms
+    assert re.fullmatch(r"python:3\.11\.\d+-[a-z]+(@sha256:[0-9a-f]{64})? AS build", build), build
+    assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)?(@sha256:[0-9a-f]{64})?", runtime), froms
+    assert build.split("-")[0] == runtime.split("-")[0], "both stages on the same Python"
+
+
+def test_the_image_gets_the_compiled_raw_gate_built_from_pyproject() -> None:
+    instructions = dockerfile_instructions()
+    build = instructions[: len(instructions) - len(final_stage())]
+    runs = " ".join(rest for word, rest in build if word == "RUN")
+    assert "pip install --no-cache-dir --no-deps --target /built ." in runs
+    assert ("COPY", "pyproject.toml ./") in build
+    assert ("COPY", "--from=build /src/_raw_gate.*.so ./functions/core/") in final_stage()
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'name = "functions.core._raw_gate"' in pyproject
+    assert 'sources = ["functions/core/_raw_gate.c"]' in pyproject
 
 
 def test_dockerfile_runs_the_connector_as_non_root() -> None:
@@ -161,14 +183,23 @@ def test_dockerfile_runs_the_connector_as_non_root() -> None:
 
 
 def test_image_gets_runtime_dependencies_only() -> None:
-    instructions = dockerfile_instructions()
+    instructions = final_stage()
     runs = [rest for word, rest in instructions if word == "RUN"]
     assert "pip install --no-cache-dir -r requirements.txt" in runs
     copies = [rest for word, rest in instructions if word in {"COPY", "ADD"}]
-    assert copies == ["requirements.txt ./", "functions/ ./functions/"], copies
+    assert copies == [
+        "requirements.txt ./",
+        "functions/ ./functions/",
+        "--from=build /src/_raw_gate.*.so ./functions/core/",
+    ], copies
     code = " ".join(rest for _, rest in instructions)
     assert "requirements-dev" not in code and "requirements-infra" not in code
     ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     rules = [r.strip() for r in ignore if r.strip() and not r.startswith("#")]
     assert rules[0] == "*", ".dockerignore should be a whitelist"
-    assert set(r for r in rules if r.startswith("!")) == {"!requirements.txt", "!functions/"}
+    assert set(r for r in rules if r.startswith("!")) == {
+        "!requirements.txt",
+        "!pyproject.toml",  # the build stage's extension definition
+        "!functions/",
+    }
+    assert "**/*.so" in rules, "a developer's .so never enters the image; it is built there"

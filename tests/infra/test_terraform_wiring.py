@@ -257,6 +257,7 @@ def test_notifier_archive_is_a_whitelist_of_runtime_files(tf: Terraform) -> None
     assert '"main.py"' in files and '"requirements.txt"' in files
     assert 'fileset(local.repo_root, "functions/**")' in files
     assert "__pycache__" in files
+    assert '!endswith(f, ".so")' in files  # the connector's compiled raw gate, built locally
     for excluded in ("tests", "infra", "devtools", "node_modules", ".venv"):
         assert excluded not in files, excluded
 
@@ -267,7 +268,7 @@ def test_notifier_sources_are_text_files() -> None:
     paths += [
         p
         for p in (ROOT / "functions").rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in {".pyc", ".so"}
     ]
     assert len(paths) > 3
     for path in paths:

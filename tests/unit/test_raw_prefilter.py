@@ -15,14 +15,17 @@ from devtools.demo_data import seed_frame
 from functions.connector import ingest as ingest_module
 from functions.connector.ingest import RelayIngest
 from functions.core.call_tracker import CallTracker
+from functions.core.raw_gate import python_may_matter
 
 PREFIXES = ("trk", "voipgrid_in")
 
 
-def run(frames: list[bytes], raw_checks: bool) -> tuple[list[tuple], int]:
-    """(the events, how many frames were parsed)."""
+def run(frames: list[bytes], raw_checks: bool, gate=None) -> tuple[list[tuple], int]:
+    """(the events, how many frames were parsed). `gate`: the raw gate to use (default: the
+    one the connector uses, compiled when built)."""
     parsed = 0
     real_load = ingest_module.load_frame
+    real_gate = ingest_module.may_matter
 
     def counting_load(*args, **kwargs):
         nonlocal parsed
@@ -30,12 +33,13 @@ def run(frames: list[bytes], raw_checks: bool) -> tuple[list[tuple], int]:
         return real_load(*args, **kwargs)
 
     tracker = CallTracker("r:1", PREFIXES)
-    if not raw_checks:
-        tracker.may_name_a_call = lambda payload: True  # type: ignore[method-assign]
-        tracker.may_start_a_call = lambda payload: True  # type: ignore[method-assign]
     ingest = RelayIngest("r:1", tracker, 262144)
     events = []
     ingest_module.load_frame = counting_load
+    if not raw_checks:
+        ingest_module.may_matter = lambda *args: True
+    elif gate is not None:
+        ingest_module.may_matter = gate
     try:
         for n, raw in enumerate(frames):
             events += [
@@ -44,14 +48,16 @@ def run(frames: list[bytes], raw_checks: bool) -> tuple[list[tuple], int]:
             ]
     finally:
         ingest_module.load_frame = real_load
+        ingest_module.may_matter = real_gate
     return events, parsed
 
 
+@pytest.mark.parametrize("gate", [None, python_may_matter], ids=["connector's", "python"])
 @pytest.mark.parametrize("mix", [build_frames, build_all_parse_frames])
-def test_raw_checks_skip_more_and_change_nothing(mix):
+def test_raw_checks_skip_more_and_change_nothing(mix, gate):
     frames = mix(4000)
     parsed, parsed_count = run(frames, raw_checks=False)
-    raw, raw_count = run(frames, raw_checks=True)
+    raw, raw_count = run(frames, raw_checks=True, gate=gate)
     assert raw == parsed and len(raw) >= 20
     assert raw_count < parsed_count / 2, (raw_count, parsed_count)
 
