@@ -13,6 +13,11 @@ one instance: what one instance sustains is what min/max instances multiply.
 
 Baseline: the same burst against a floor notifier (bench/e2e_floor.py: decode the event, POST
 the three FCM requests, nothing else) with the same concurrency: the cost of the hops.
+
+Cost per call (issue 17: halve the notifier's CPU per ringing call): the same burst, at
+concurrency 1 and as deployed, against the notifier as it was before that work (BEFORE, read
+from this repository's git history with `git archive` into a temporary directory and served by
+the same functions-framework and packages), alternating with today's.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from unittest import mock
 from bench.common import (
     LOCAL_SETTINGS,
     PROJECT,
+    ROOT,
     BenchResult,
     Row,
     at_least,
     children,
     cpu_seconds,
+    median,
     percentile,
 )
 from bench.stack import FakeFcmProcess, notifier, notifier_env
@@ -43,6 +50,12 @@ DEVICES_PER_CALL = 3
 BURST_SECONDS = 1.0
 CONCURRENCY = (1, 8, 32)
 DEPLOYED = 8  # infra/notifier.tf's request concurrency this benchmark supports (see the rows)
+# The notifier before issue 17's cost-per-call work (the ring commit, the raw commits): the last
+# commit before b83baf0. The tree the issue was filed on (f6b83e1) predates the backend-owned
+# PBX directory and cannot ring this benchmark's tenants.
+BEFORE = "7abacc25bcac4fc06e198c57f6732b5a658e257a"
+COST_TARGET = 0.5  # CPU per ringing call, today's / BEFORE's
+COST_ROUNDS = 2  # alternating pairs per concurrency
 
 
 def tenant_documents(tenants: int) -> dict[str, dict[str, dict[str, Any]]]:
@@ -149,8 +162,40 @@ def _arrivals(records: list[dict[str, Any]], sent: dict[str, float]) -> dict[str
     return arrivals
 
 
-def _phase(fcm: FakeFcmProcess, env: dict[str, str], threads: int, source: str | None) -> dict:
-    prefix = f"burst{threads}{'f' if source else ''}"
+def _before_source(tmp: Path) -> str | None:
+    """A functions-framework source file serving BEFORE's main.py (None: no git history here,
+    e.g. a source archive)."""
+    import subprocess
+
+    tree = tmp / "before"
+    tree.mkdir()
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", BEFORE],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    shim = tmp / "before_main.py"
+    shim.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(tree)!r})\n"
+        "for name in [m for m in sys.modules if m.split('.')[0] in ('functions', 'main')]:\n"
+        "    del sys.modules[name]\n"
+        "from main import on_call_event  # noqa: E402,F401\n"
+        "import functions  # noqa: E402\n"
+        f"assert functions.__file__.startswith({str(tree)!r}), functions.__file__\n"
+    )
+    return str(shim)
+
+
+def _phase(
+    fcm: FakeFcmProcess, env: dict[str, str], threads: int, source: str | None, tag: str = ""
+) -> dict:
+    prefix = f"burst{threads}{tag or ('f' if source else '')}"
     with notifier({**env, "THREADS": str(threads)}, source=source) as proc:
         asyncio.run(_burst(proc.url, f"{prefix}warm", TENANTS))  # every tenant's cache warm
         fcm.wait_for(TENANTS * DEVICES_PER_CALL, 60)
@@ -207,6 +252,7 @@ def run(quick: bool = False) -> BenchResult:
     )
     phases: list[dict[str, Any]] = []
     floors: dict[int, dict[str, Any]] = {}
+    costs: dict[tuple[int, str], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         emulator = FirestoreEmulator(project=PROJECT, log_path=Path(tmp) / "fs.log").start()
         fcm = FakeFcmProcess().start()
@@ -217,6 +263,13 @@ def run(quick: bool = False) -> BenchResult:
             for threads in CONCURRENCY if not quick else (8,):
                 phases.append(_phase(fcm, env, threads, None))
                 floors[threads] = _phase(fcm, env, threads, floor_source)
+            before_source = _before_source(Path(tmp))
+            for threads in (1, DEPLOYED) if before_source and not quick else ():
+                for n in range(COST_ROUNDS):  # alternating, today's first then BEFORE's first
+                    pair = [("now", None), ("before", before_source)][:: 1 if n % 2 == 0 else -1]
+                    for label, source in pair:
+                        got = _phase(fcm, env, threads, source, tag=f"{label}{n}")
+                        costs.setdefault((threads, label), []).append(got)
         finally:
             fcm.stop()
             emulator.stop()
@@ -263,7 +316,38 @@ def run(quick: bool = False) -> BenchResult:
                 ratio=phase["cpu_ms_per_call"] / max(floor["cpu_ms_per_call"], 1e-9),
             ),
         ]
-    result.raw = {"phases": phases, "floors": floors}
+    for threads in (1, DEPLOYED):
+        now, before = costs.get((threads, "now"), []), costs.get((threads, "before"), [])
+        if not now or not before:
+            continue
+        value = median([p["cpu_ms_per_call"] for p in now]) or 0.0
+        base = median([p["cpu_ms_per_call"] for p in before]) or 0.0
+        complete = all(p["delivered"] == expected and p["once"] for p in now + before)
+        ratio = value / max(base, 1e-9)
+        result.rows.append(
+            Row(
+                f"concurrency {threads}: notifier CPU per ringing call, today's / before the "
+                f"cost work ({BEFORE[:7]}) — median of {len(now)} alternating bursts each; "
+                f"all pushes delivered once in both: {complete}",
+                value,
+                "ms",
+                target=f"<= {COST_TARGET} x before",
+                passed=complete and ratio <= COST_TARGET,
+                baseline=base,
+                baseline_label=f"notifier at {BEFORE[:7]}",
+                ratio=ratio,
+            )
+        )
+    if not costs and not quick:
+        result.notes.append(
+            f"cost per call: not measured, no git history to read the notifier at {BEFORE[:7]} "
+            "from (a source archive?)"
+        )
+    result.raw = {
+        "phases": phases,
+        "floors": floors,
+        "costs": {f"{t}:{label}": runs for (t, label), runs in costs.items()},
+    }
     return result
 
 

@@ -302,7 +302,12 @@ ADOPTED = {
     "a Newchannel's context (CallTracker.needs); RelayClient awaits only when a frame gave "
     "call events. Connector/bare: 0.58-0.68x before any of it, 0.80-0.81x with the first "
     "byte-search prefilter (2026-11-26), 0.74-0.83x on later runs, 0.79-0.84x after this one "
-    "on the same compact sorted-key frames, ~0.87x on frames in amiws' own layout (2026-11-27).",
+    "on the same compact sorted-key frames, ~0.87x on frames in amiws' own layout (2026-11-27), "
+    "0.92x with the ids and Newchannel context read raw too (2026-12-01 12:02); since then the "
+    "whole raw gate (event name, context, ids) is one compiled call, functions/core/_raw_gate.c "
+    "(the same rules in Python in raw_gate.py as fallback and reference, compared on every "
+    "mix, edge frames and random bytes by tests/unit/test_raw_gate.py): 1.02x on the amiws mix, "
+    "0.99x on the all-parse mix (6 and 4 alternating rounds, 2026-12-01 13:20).",
     "claim_ring": "a call's first claim is one `create` of its record, no read and no "
     "transaction (LedgerStore._create); every other change (finish_ring, close_call) is a read "
     "and a write with the record's update time as precondition, no transaction either "
@@ -336,9 +341,17 @@ CHOICES = [
     "the counter refreshes fell due together, ~0.25 ms of CPU each under the GIL stalled the "
     "loop, and scale p99 was 155-224 ms (runs of 2026-11-27 01:17 and 02:43); 9-11 ms after.",
     "JSON library: orjson for relay frames (frames.py) — it parses a whole 700-byte frame in "
-    "~2 µs, less than three Python byte searches over it cost; so the connector reads only the "
-    "event name unparsed (one compiled search) and lets orjson do the rest for the frames "
-    "whose name could matter (ingest rows, in-process on_frame vs orjson.loads).",
+    "~1.3 µs, about what three Python byte searches over it cost; so what the connector reads "
+    "unparsed (the event name, a Newchannel's context, the calls' ids) is read by one C call "
+    "(functions/core/_raw_gate.c, built by `make install` and the image's build stage; 0.4 µs "
+    "for a frame it drops, against 0.8 µs in Python) and orjson does the rest for the frames "
+    "that may matter (ingest rows, in-process on_frame vs orjson.loads).",
+    "Firestore on the ring path: the claim and the ring's results are raw commits "
+    "(functions/notifier/adapters/direct_commit.py: the client's own protobuf types and gRPC "
+    "channel, without proto-plus and api_core's layers; writes equal to the client's own by "
+    "tests/unit/test_direct_commit.py) — a ledger record's `create` costs 0.40 ms of notifier "
+    "CPU instead of 0.74 ms (in process against the emulator, 300 creates each); the burst's "
+    "cost rows compare the whole notifier with its state before (BEFORE in bench/burst.py).",
     "Client reuse: one long-lived asyncio loop (BackgroundLoop) so the FCM client and its "
     "connections survive across events — the fan-out cold vs warm rows show what a fresh "
     "client would cost per event.",

@@ -79,6 +79,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO", *, component: str) -> None:
+    # The formatter writes no caller, thread or process: not collecting them saves about a
+    # quarter of each record's cost (the logging docs' "Optimization"), on every push and call.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter({"component": component}))
     root = logging.getLogger()

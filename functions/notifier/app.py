@@ -17,6 +17,7 @@ from functions.adapters.tenant_directory import TenantDirectory
 from functions.core.call_event import CallEvent, InvalidCallEvent, parse_call_event
 from functions.log import configure_logging, fields
 from functions.notifier.adapters.background_loop import BackgroundLoop
+from functions.notifier.adapters.direct_commit import DirectCommit
 from functions.notifier.adapters.fcm_sender import FcmSender, init_firebase_app
 from functions.notifier.adapters.firestore_directory import FirestoreDirectory
 from functions.notifier.adapters.history_store import HistoryStore
@@ -37,7 +38,8 @@ def build_notifier(settings: Settings) -> Notifier:
     pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="firestore")
     client = firestore.Client(project=settings.project)
     app = init_firebase_app(settings.project, settings.fcm_endpoint)
-    history, ledger = HistoryStore(client, pool), LedgerStore(client)
+    direct = DirectCommit(client)  # the ring path's two commits, raw (direct_commit.py)
+    history, ledger = HistoryStore(client, pool), LedgerStore(client, direct)
     return Notifier(
         directory=FirestoreDirectory(
             client,
@@ -56,7 +58,7 @@ def build_notifier(settings: Settings) -> Notifier:
         ledger=ledger,
         ring_window=settings.ring_window_seconds,
         missed_notifications=settings.missed_call_notifications,
-        ring_commit=RingCommit(ledger, history),
+        ring_commit=RingCommit(ledger, history, direct),
     )
 
 

@@ -17,6 +17,7 @@ from google.cloud.firestore_v1.services.firestore import client as gapic
 from functions.core.call_event import CallEvent, Kind
 from functions.core.ledger import DeviceRef
 from functions.core.recipients import Device, Recipient
+from functions.notifier.adapters.direct_commit import DirectCommit
 from functions.notifier.adapters.history_store import HistoryStore
 from functions.notifier.adapters.ledger_store import LedgerStore
 from functions.notifier.adapters.ring_commit import RingCommit
@@ -61,6 +62,14 @@ def rpcs(monkeypatch):
             return __original(self, *args, **kwargs)
 
         monkeypatch.setattr(gapic.FirestoreClient, name, counted)
+    original_send = DirectCommit._send  # the ring path's raw commits (direct_commit.py)
+
+    def counted_send(self, request):
+        with lock:
+            calls.append("commit")
+        return original_send(self, request)
+
+    monkeypatch.setattr(DirectCommit, "_send", counted_send)
     return calls
 
 
@@ -100,9 +109,13 @@ def test_one_round_trip_before_the_first_push_and_one_after(db, fcm, rpcs):
     assert {d["incoming"] for d in record["devices"].values()} == {"sent"}
 
 
-def stores(db) -> tuple[LedgerStore, HistoryStore, RingCommit]:
-    ledger, history = LedgerStore(db), HistoryStore(db, ThreadPoolExecutor(4))
-    return ledger, history, RingCommit(ledger, history)
+@pytest.fixture(params=["direct", "client"])
+def stores(request, db) -> tuple[LedgerStore, HistoryStore, RingCommit]:
+    """The stores as the notifier wires them (raw commits, DirectCommit) and through the
+    client's own writes: the races come out the same."""
+    direct = DirectCommit(db) if request.param == "direct" else None
+    ledger, history = LedgerStore(db, direct), HistoryStore(db, ThreadPoolExecutor(4))
+    return ledger, history, RingCommit(ledger, history, direct)
 
 
 DEVICES = [DeviceRef("tok-a", "a_1_Android", "a"), DeviceRef("tok-b", "b_1_Android", "b")]
@@ -112,8 +125,8 @@ RECIPIENTS = [
 ]
 
 
-def test_a_call_closed_between_claim_and_finish_is_finished_the_long_way(db):
-    ledger, _, commit = stores(db)
+def test_a_call_closed_between_claim_and_finish_is_finished_the_long_way(db, stores):
+    ledger, _, commit = stores
     event = ringing("moved.1")
     claimed, over = ledger.claim_ring(event, DEVICES, time.time())
     assert claimed == DEVICES and not over
@@ -126,8 +139,8 @@ def test_a_call_closed_between_claim_and_finish_is_finished_the_long_way(db):
     assert {s.id for s in db.collection("call_history").stream()} == {"moved.1", "moved.1_b"}
 
 
-def test_existing_history_is_never_overwritten_by_the_combined_commit(db):
-    ledger, _, commit = stores(db)
+def test_existing_history_is_never_overwritten_by_the_combined_commit(db, stores):
+    ledger, _, commit = stores
     event = ringing("dup.1")
     db.collection("call_history").document("dup.1").set({"status": "confirmed", "userId": "a"})
     ledger.claim_ring(event, DEVICES, time.time())
@@ -139,8 +152,8 @@ def test_existing_history_is_never_overwritten_by_the_combined_commit(db):
     assert {d["incoming"] for d in record["devices"].values()} == {"sent"}
 
 
-def test_without_a_claim_record_of_its_own_it_reads_first(db):
-    _, _, commit = stores(db)
+def test_without_a_claim_record_of_its_own_it_reads_first(db, stores):
+    _, _, commit = stores
     event = ringing("other.1")
     LedgerStore(db).claim_ring(event, DEVICES, time.time())  # another instance claimed
     commit.finish(event, RECIPIENTS, DEVICES[:1], DEVICES[1:], time.time())

@@ -28,6 +28,7 @@ from functions.adapters.firestore_races import lost_race
 from functions.core import ledger
 from functions.core.call_event import CallEvent, InvalidCallEvent, Kind, parse_call_event
 from functions.core.ledger import DeviceRef, Record
+from functions.notifier.adapters.direct_commit import DirectCommit
 
 LEDGER = "push_dedupe"
 RECORD_TTL = timedelta(days=2)  # longer than any useful redelivery of a call's events
@@ -41,8 +42,10 @@ class LedgerContention(RuntimeError):
 
 
 class LedgerStore:
-    def __init__(self, client: firestore.Client) -> None:
+    def __init__(self, client: firestore.Client, direct: DirectCommit | None = None) -> None:
         self.client = client
+        # the claim's `create` as a raw commit (direct_commit.py): the same write, less CPU
+        self.direct = direct
         self.conflicts = 0
         self._lock = threading.Lock()
         self._written: OrderedDict[str, tuple[Record, Any]] = OrderedDict()
@@ -75,14 +78,16 @@ class LedgerStore:
         ref = self._ref(event)
         stored = {**new, "version": 1, "expiresAt": datetime.now(UTC) + RECORD_TTL}
         try:
-            written = ref.create(stored)
+            update_time = (
+                self.direct.create(ref, stored) if self.direct else ref.create(stored).update_time
+            )
         except exceptions.GoogleAPICallError as exc:
             if not lost_race(exc):
                 raise
             self.conflicts += 1
             return False, None
         with self._lock:  # the record as written and its update time: a later write of this
-            self._written[event.call_hash] = (stored, written.update_time)  # call needs no read
+            self._written[event.call_hash] = (stored, update_time)  # call needs no read
             while len(self._written) > WRITTEN_KEPT:
                 self._written.popitem(last=False)
         return True, result

@@ -9,12 +9,14 @@ call was answered or ended by another instance: the precondition fails) or a his
 exists (a redelivery), nothing is written and the two are done apart, as before.
 
 Round trips per ringing call: the claim (one `create`) before the first FCM request, this one
-commit after the pushes (bench/burst.py reports the CPU it saves).
+commit after the pushes (bench/burst.py reports the CPU it saves). With a DirectCommit both are
+raw commits of the same writes (direct_commit.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from google.api_core import exceptions
 
@@ -23,14 +25,18 @@ from functions.core import ledger
 from functions.core.call_event import CallEvent
 from functions.core.ledger import DeviceRef
 from functions.core.recipients import Recipient
+from functions.notifier.adapters.direct_commit import DirectCommit, create_write, update_write
 from functions.notifier.adapters.history_store import HistoryStore
 from functions.notifier.adapters.ledger_store import LedgerStore, closing_event
 
 
 class RingCommit:
-    def __init__(self, ledger_store: LedgerStore, history: HistoryStore) -> None:
+    def __init__(
+        self, ledger_store: LedgerStore, history: HistoryStore, direct: DirectCommit | None = None
+    ) -> None:
         self.ledger = ledger_store
         self.history = history
+        self.direct = direct
         self.combined = 0  # rings finished in one commit
         self.apart = 0  # rings finished the long way (something moved, or no claim record)
 
@@ -49,17 +55,10 @@ class RingCommit:
         if written is not None:
             record, update_time = written
             new, cancels = ledger.finish_ring(record, sent, failed, now, LedgerStore.base(event))
-            client = self.ledger.client
-            batch = client.batch()
-            batch.update(
-                self.ledger.ref(event),
-                self.ledger.replacement(record, new),
-                option=client.write_option(last_update_time=update_time),
-            )
-            for ref, doc in self.history.incoming_documents(event, recipients):
-                batch.create(ref, doc)
+            changes = self.ledger.replacement(record, new)
+            history = self.history.incoming_documents(event, recipients)
             try:
-                batch.commit()
+                self._commit(event, changes, update_time, history)
             except exceptions.GoogleAPICallError as exc:
                 if not lost_race(exc):
                     raise
@@ -69,3 +68,23 @@ class RingCommit:
         self.apart += 1
         self.history.record_incoming(event, recipients)
         return self.ledger.finish_ring(event, sent, failed, now)
+
+    def _commit(
+        self, event: CallEvent, changes: dict, update_time: Any, history: list[tuple[Any, dict]]
+    ) -> None:
+        ref = self.ledger.ref(event)
+        direct = self.direct
+        if direct is not None:
+            direct.commit(
+                [
+                    update_write(direct.path(ref), changes, update_time),
+                    *(create_write(direct.path(doc_ref), doc) for doc_ref, doc in history),
+                ]
+            )
+            return
+        client = self.ledger.client
+        batch = client.batch()
+        batch.update(ref, changes, option=client.write_option(last_update_time=update_time))
+        for doc_ref, doc in history:
+            batch.create(doc_ref, doc)
+        batch.commit()
