@@ -56,6 +56,7 @@ DEPLOYED = 8  # infra/notifier.tf's request concurrency this benchmark supports 
 BEFORE = "7abacc25bcac4fc06e198c57f6732b5a658e257a"
 COST_TARGET = 0.5  # CPU per ringing call, today's / BEFORE's
 COST_ROUNDS = 2  # alternating pairs per concurrency
+GAPIC_RPCS = ("commit", "batch_get_documents", "run_query", "get_document", "list_documents")
 
 
 def tenant_documents(tenants: int) -> dict[str, dict[str, dict[str, Any]]]:
@@ -192,6 +193,61 @@ def _before_source(tmp: Path) -> str | None:
     return str(shim)
 
 
+def _round_trips(env: dict[str, str], calls: int) -> dict[str, Any]:
+    """Firestore RPCs of the real notifier wiring (functions.notifier.app.build_notifier, in this
+    process) per ringing call once its caches are warm: before the first FCM request, and in
+    all. Counted where every RPC leaves: the client's GAPIC methods and the raw commits."""
+    from google.cloud.firestore_v1.services.firestore import client as gapic
+
+    from functions.notifier.adapters.direct_commit import DirectCommit
+    from functions.notifier.app import build_notifier
+    from functions.settings import load_settings
+
+    counted: list[str] = []
+
+    def counting(name: str, real: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            counted.append(name)
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    targets = [(gapic.FirestoreClient, name, name) for name in GAPIC_RPCS]
+    targets.append((DirectCommit, "_send", "commit"))
+    patches = [
+        mock.patch.object(owner, attr, counting(label, getattr(owner, attr)))
+        for owner, attr, label in targets
+    ]
+    with mock.patch.dict(os.environ, {"FIRESTORE_EMULATOR_HOST": env["FIRESTORE_EMULATOR_HOST"]}):
+        notifier = build_notifier(load_settings(env))
+    before: list[int] = []
+    real_deliver = notifier.sender.send
+
+    def send(pushes: list[Any]) -> Any:
+        before.append(len(counted))
+        return real_deliver(pushes)
+
+    notifier.sender.send = send  # type: ignore[method-assign]
+    firsts, totals, sent = [], [], 0
+    for patch in patches:
+        patch.start()
+    try:
+        for event in _events("rtwarm", TENANTS):  # every tenant's directory cached
+            notifier.handle(event)
+        for event in _events("rt", calls):
+            counted.clear()
+            before.clear()
+            report = notifier.handle(event)
+            sent += report.outcomes.get("incoming_sent", 0)
+            firsts.append(before[0] if before else -1)
+            totals.append(len(counted))
+    finally:
+        for patch in patches:
+            patch.stop()
+        notifier.sender.close()
+    return {"before_first": firsts, "total": totals, "sent": sent, "calls": calls}
+
+
 def _phase(
     fcm: FakeFcmProcess, env: dict[str, str], threads: int, source: str | None, tag: str = ""
 ) -> dict:
@@ -253,6 +309,7 @@ def run(quick: bool = False) -> BenchResult:
     phases: list[dict[str, Any]] = []
     floors: dict[int, dict[str, Any]] = {}
     costs: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    trips: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         emulator = FirestoreEmulator(project=PROJECT, log_path=Path(tmp) / "fs.log").start()
         fcm = FakeFcmProcess().start()
@@ -263,6 +320,7 @@ def run(quick: bool = False) -> BenchResult:
             for threads in CONCURRENCY if not quick else (8,):
                 phases.append(_phase(fcm, env, threads, None))
                 floors[threads] = _phase(fcm, env, threads, floor_source)
+            trips = _round_trips(env, 20 if not quick else 5)
             before_source = _before_source(Path(tmp))
             for threads in (1, DEPLOYED) if before_source and not quick else ():
                 for n in range(COST_ROUNDS):  # alternating, today's first then BEFORE's first
@@ -338,6 +396,24 @@ def run(quick: bool = False) -> BenchResult:
                 ratio=ratio,
             )
         )
+    firsts, totals = trips["before_first"], trips["total"]
+    result.rows += [
+        Row(
+            f"Firestore round trips before a ringing call's first FCM request, warm caches — "
+            f"most over {trips['calls']} calls; {trips['sent']} pushes sent",
+            float(max(firsts)),
+            "round trips",
+            target="<= 1",
+            passed=max(firsts) <= 1 and min(firsts) >= 0 and trips["sent"] == 3 * trips["calls"],
+            note="the ledger claim's create",
+        ),
+        Row(
+            "Firestore round trips per ringing call in all, warm caches — most",
+            float(max(totals)),
+            "round trips",
+            note="the claim, then the ring's results and history in one commit",
+        ),
+    ]
     if not costs and not quick:
         result.notes.append(
             f"cost per call: not measured, no git history to read the notifier at {BEFORE[:7]} "
@@ -347,6 +423,7 @@ def run(quick: bool = False) -> BenchResult:
         "phases": phases,
         "floors": floors,
         "costs": {f"{t}:{label}": runs for (t, label), runs in costs.items()},
+        "round_trips": trips,
     }
     return result
 
