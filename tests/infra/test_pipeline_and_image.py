@@ -59,6 +59,9 @@ def test_tests_and_lint_run_before_push_and_deploy(cloudbuild: dict[str, Any]) -
 def test_tests_step_runs_the_project_suite(cloudbuild: dict[str, Any]) -> None:
     tests = step_text(steps_by_id(cloudbuild)["tests"])
     assert tests.rstrip().endswith("make test")
+    # `make install` compiles functions/core/_raw_gate.c: a compiler, libc and Python headers
+    installed = set(tests.split("apt-get install", 1)[1].split(">/dev/null", 1)[0].split())
+    assert {"gcc", "libc6-dev", "python3-dev"} <= installed, installed
     lint = step_text(steps_by_id(cloudbuild)["lint"])
     assert "ruff check" in lint
 
