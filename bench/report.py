@@ -215,9 +215,11 @@ def _switch_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 for k in ("notifier", "firestore emulator", "connector")
             )
             + " ms",
-            "notifier and connector: the machine (about the ratio of the same-run baselines); "
-            "the JVM emulator spends relatively more CPU per call than Node did (the old "
-            "ledger costs it ~1 ms more per call than the new one in the runs above)",
+            "connector: the machine (about the ratio of the same-run baselines); notifier: the "
+            "machine and issue 17's cost work (the ring commit, raw commits: benchmark 6's cost "
+            "rows compare it with the notifier at 7abacc2 in the same run, 0.43-0.44×); the "
+            "JVM emulator spends relatively more CPU per call than Node did (the old ledger "
+            "costs it ~1 ms more per call than the new one in the runs above)",
         ),
         (
             "connector CPU per call when it shares the notifier's Firestore emulator",
