@@ -303,7 +303,14 @@ def run(quick: bool = False) -> BenchResult:
             "after one warm-up call per tenant; Google's Firestore emulator holds the PBX "
             "directory (20 pbx_tenants) and the app's documents; the FCM stand-in answers at "
             "once. Latency = FCM arrival − send; 'all' = the call's third device. Concurrency = "
-            "gunicorn threads in one notifier process (one Cloud Functions instance)."
+            "gunicorn threads in one notifier process (one Cloud Functions instance). Cost per "
+            "call (issue 17: halve the notifier's CPU per ringing call): the same burst, "
+            f"alternating, against the notifier at {BEFORE[:7]} (the last commit before the "
+            "cost work, read from git with `git archive`, same packages and stack); the issue's "
+            "14.8 ms was the e2e harness (a ring and an end per call) on a slower machine, and "
+            "the tree it was filed on (f6b83e1) has no PBX directory to ring these tenants. "
+            "Round trips: the real notifier wiring in this process, its Firestore RPCs counted "
+            "at the client's GAPIC methods and the raw commits (direct_commit.py)."
         ),
     )
     phases: list[dict[str, Any]] = []
