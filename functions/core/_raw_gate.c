@@ -53,6 +53,35 @@ event_name(const char *s, Py_ssize_t n, Py_ssize_t *at, Py_ssize_t *len)
     return 0;
 }
 
+/* Whether `"<key>"` occurs in [start, end), its opening quote included: found by its first
+ * letter (memchr, the fastest scan; memmem of the quoted key cost 0.1 us a frame). */
+static int
+has_key_after(const char *start, const char *end, const char *key)
+{
+    size_t size = strlen(key);
+    const char *p = start;
+    while (p < end && (p = memchr(p, key[0], (size_t)(end - p))) != NULL) {
+        if ((size_t)(end - p) < size + 1) return 0; /* no room for the key and its quote */
+        if (p > start && p[-1] == '"' && memcmp(p, key, size) == 0 && p[size] == '"') return 1;
+        p++;
+    }
+    return 0;
+}
+
+/* raw_gate.has_spelling_escape: a backslash followed by `u` (memchr: far cheaper than memmem
+ * of a two-byte needle, measured 0.33 us a frame) */
+static int
+has_spelling_escape(const char *s, Py_ssize_t n)
+{
+    const char *end = s + n;
+    const char *p = s;
+    while (p < end && (p = memchr(p, '\\', (size_t)(end - p))) != NULL) {
+        if (p + 1 < end && p[1] == 'u') return 1;
+        p++;
+    }
+    return 0;
+}
+
 /* raw_gate.may_start_a_call */
 static int
 may_start_a_call(const char *s, Py_ssize_t n, PyObject *prefixes)
@@ -61,7 +90,7 @@ may_start_a_call(const char *s, Py_ssize_t n, PyObject *prefixes)
     const char *at = memmem(s, (size_t)n, "Context\":", 9);
     if (at == NULL || at == s || at[-1] != '"') return 1;
     const char *after = at + 9;
-    if (memmem(after, (size_t)(end - after), "\"Context\":", 10) != NULL) return 1;
+    if (memmem(after, (size_t)(end - after), "\"Context\"", 9) != NULL) return 1;
     const char *quote = memchr(after, '"', (size_t)(end - after));
     if (quote == NULL) return 1;
     for (const char *c = after; c < quote; c++) {
@@ -90,7 +119,7 @@ may_name_a_call(const char *s, Py_ssize_t n, PyObject *ids)
         if (size == 0 || (size <= n && memmem(s, (size_t)n, PyBytes_AS_STRING(id), (size_t)size)))
             return 1;
     }
-    return memchr(s, '\\', (size_t)n) != NULL;
+    return 0;
 }
 
 static int
@@ -130,6 +159,8 @@ may_matter(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t n = PyBytes_GET_SIZE(payload);
     Py_ssize_t at, len;
     if (!event_name(s, n, &at, &len)) Py_RETURN_TRUE; /* no name: parsed and reported */
+    if (has_key_after(s + at + len + 1, s + n, "Event")) Py_RETURN_TRUE; /* a repeated key */
+    if (has_spelling_escape(s, n)) Py_RETURN_TRUE;
     PyObject *name = PyBytes_FromStringAndSize(s + at, len);
     if (name == NULL) return NULL;
     int found = PySet_Contains(wanted, name);

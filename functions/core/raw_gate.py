@@ -9,12 +9,18 @@ only the rest (the tracker keeps the arguments current: `CallTracker.wanted`, `.
 The rules, in order:
 1. The event name is the first match of `"Event"\\s*:\\s*"([A-Za-z]+)"` (frames.search_event_name).
    None found (a truncated frame, an unusual name): True, the frame is parsed and reported.
-2. A name the tracker does not want now: False.
-3. A Newchannel: False only when its one `Context` is a plain string outside the trunk prefixes
-   (the seed rule's first test); a repeated key, null, a number or an escape: True.
-4. Any other event: True when one of the calls' ids occurs in it (every handler finds its call
-   by an id whose value is the call's Linkedid), or when it has a backslash (JSON may spell an
-   id with escapes); `ids` None (too many calls to scan): True.
+2. Another `"Event"` after it: True (a repeated key: JSON readers keep the last).
+3. A `\\u` escape anywhere: True. Only it can spell a letter, digit or dot, so only it can hide
+   a key (`"Even\\u0074"`), an id or a context from a raw reader; amiws writes `\\"` in values
+   often, and that cannot.
+4. A name the tracker does not want now: False.
+5. A Newchannel: False only when its one `Context` is a plain string outside the trunk prefixes
+   (the seed rule's first test); another `"Context"` after it, null or a number: True.
+6. Any other event: True when one of the calls' ids occurs in it (every handler finds its call
+   by an id whose value is the call's Linkedid); `ids` None (too many calls to scan): True.
+
+Trunk prefixes and call ids are assumed free of characters JSON may escape other than with
+`\\u` (quotes, backslashes, slashes, control characters): Asterisk contexts and ids are.
 
 `may_matter` is the compiled `functions.core._raw_gate` when it is built (`make install` builds it
 from _raw_gate.c; the connector image too) and this module's Python otherwise: the same answers
@@ -34,6 +40,8 @@ def python_may_matter(
     found = search_event_name(payload)
     if found is None:
         return True
+    if payload.find(b'"Event"', found.end()) >= 0 or has_spelling_escape(payload):
+        return True
     name = found[1]
     if name not in wanted:
         return False
@@ -42,12 +50,18 @@ def python_may_matter(
     return may_name_a_call(payload, ids)
 
 
+def has_spelling_escape(payload: bytes) -> bool:
+    """A `\\u` escape (an escaped backslash before a `u`, `\\\\u`, counts too: a false alarm
+    costs a parse, never an event)."""
+    return b"\\u" in payload
+
+
 def may_start_a_call(payload: bytes, prefixes: tuple[bytes, ...]) -> bool:
     at = payload.find(b'Context":')
     if at <= 0 or payload[at - 1] != 0x22:  # '"': the whole key, not "...Context"
         return True
     end = at + 9
-    if payload.find(b'"Context":', end) >= 0:  # repeated: JSON readers keep the last
+    if payload.find(b'"Context"', end) >= 0:  # repeated: JSON readers keep the last
         return True
     quote = payload.find(b'"', end)
     if quote < 0 or payload[end:quote].strip() != b"":
@@ -58,12 +72,7 @@ def may_start_a_call(payload: bytes, prefixes: tuple[bytes, ...]) -> bool:
 def may_name_a_call(payload: bytes, ids: tuple[bytes, ...] | None) -> bool:
     if ids is None:
         return True
-    for raw in ids:  # a loop: any() and a generator cost more per frame
-        if raw in payload:
-            return True
-    # JSON may spell an id with escapes (`1\u002e1`): a frame with any backslash is parsed
-    # and compared (a one-byte search; amiws frames rarely have one)
-    return payload.find(0x5C) >= 0
+    return any(raw in payload for raw in ids)
 
 
 try:

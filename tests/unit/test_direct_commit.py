@@ -100,7 +100,7 @@ def test_what_it_does_not_write_raises_instead_of_writing_something_else():
         create_write(PATH, {"gone": DELETE_FIELD})
     with pytest.raises(ValueError):
         update_write(PATH, {}, UPDATE_TIME)
-    for bad in ({"a": {"": 1}}, {"a": {1: 1}}):  # the client refuses these too
+    for bad in ({"a": {"": 1}}, {"a": {1: 1}}, {"": 1}):  # the client refuses these too
         with pytest.raises(ValueError):
             create_write(PATH, bad)
         with pytest.raises((ValueError, TypeError)):

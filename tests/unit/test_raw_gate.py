@@ -4,13 +4,15 @@ frame (functions/core/raw_gate.py), and the connector uses it (issue 17, ingest 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.mix import build_all_parse_frames, build_frames
 from functions.connector import ingest as ingest_module
-from functions.core import raw_gate
+from functions.core import _raw_gate, raw_gate  # type: ignore[attr-defined]
 from functions.core.call_tracker import CallTracker
 from functions.core.raw_gate import compiled_may_matter, python_may_matter
 
@@ -31,6 +33,10 @@ STATES = [
 def test_the_compiled_gate_is_built_and_the_connector_uses_it():
     assert raw_gate.COMPILED, "functions.core._raw_gate is not built: run `make install`"
     assert ingest_module.may_matter is compiled_may_matter
+    # the build is optional: a failed rebuild would leave an older .so in place
+    built = Path(_raw_gate.__file__).stat().st_mtime
+    source = Path(raw_gate.__file__).with_name("_raw_gate.c").stat().st_mtime
+    assert built >= source, "functions/core/_raw_gate.c is newer than its build: make install"
 
 
 @pytest.mark.parametrize("state", range(len(STATES)))
@@ -64,6 +70,14 @@ EDGES = [
     b'Context":"trk", "Event": "Newchannel"',  # the key at the very start
     b'{"data": {"Event": "Newchannel", "Context": "voipgrid_in"}}',
     b'{"data": {"Event": "Newchannel", "Context": "voipgrid_i"}}',
+    b'{"data": {"Event": "Hangup"Event", "Linkedid": "9"}}',  # the name's own quote
+    # found in review: what a JSON reader reads differs from the first raw match
+    b'{"data": {"Event": "Newchannel", "Context": "\\u0074rk-in"}}',
+    b'{"data": {"Event": "Newchannel", "Context": "internal", "Context" : "trk-in"}}',
+    b'{"data": {"Event": "Newchannel", "Context": "internal", "Con\\u0074ext": "trk-in"}}',
+    b'{"data": {"Event": "VarSet", "Context": "trk-in", "Event": "Newchannel"}}',
+    b'{"data": {"Event": "VarSet", "Context": "trk-in", "Even\\u0074": "Newchannel"}}',
+    b'{"data": {"Event": "Hangup", "Linkedid": "x", "Value": "a \\"quoted\\" \\\\ b"}}',
 ]
 
 
@@ -94,6 +108,10 @@ PIECES = [
     b"-",
     b"\x00",
     b"\xff",
+    b"u",
+    b"\\u",
+    b"E",
+    b"Event",
 ]
 
 

@@ -128,3 +128,31 @@ def test_an_event_naming_a_call_only_by_an_unusual_id_is_still_read():
 def test_random_call_streams_give_the_same_events_either_way(stream):
     frames = [amiws(data) for data in stream]
     assert run(frames, raw_checks=True)[0] == run(frames, raw_checks=False)[0]
+
+
+NEWCHANNEL_IN = (
+    b'{ "type": 3, "server_id": 1, "server_name": "pbx", "data": {"Event": "%s", '
+    b'"Channel": "PJSIP/trunk-00000001", "ChannelState": "4", "CallerIDNum": "01026132471", '
+    b'"Exten": "07045144801", "Uniqueid": "100.1", "Linkedid": "100.1", %s}}'
+)
+
+
+@pytest.mark.parametrize("gate", [None, python_may_matter], ids=["connector's", "python"])
+@pytest.mark.parametrize(
+    "name, rest",
+    [
+        (b"Newchannel", b'"Context": "\\u0074rk-1-in"'),  # an escaped trunk context
+        (b"Newchannel", b'"Context": "from-internal", "Context" : "trk-1-in"'),  # repeated
+        (b"Newchannel", b'"Context": "from-internal", "Con\\u0074ext": "trk-1-in"'),
+        (b"VarSet", b'"Context": "trk-1-in", "Event": "Newchannel"'),  # the last Event wins
+        (b"VarSet", b'"Context": "trk-1-in", "Even\\u0074": "Newchannel"'),
+    ],
+    ids=["escaped-context", "repeated-context", "escaped-key", "last-event", "escaped-event"],
+)
+def test_frames_a_raw_reader_could_misread_still_start_their_call(name, rest, gate):
+    """What a JSON reader reads (escapes decoded, the last of repeated keys) decides; the raw
+    gate lets such frames through to the parser (found in review)."""
+    raw = NEWCHANNEL_IN % (name, rest)
+    parsed, _ = run([raw], raw_checks=False)
+    assert [e[0].value for e in parsed] == ["ringing"], "the parser sees a trunk call"
+    assert run([raw], raw_checks=True, gate=gate)[0] == parsed

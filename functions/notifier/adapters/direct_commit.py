@@ -116,6 +116,8 @@ def _fields(doc: Any, values: Mapping[str, object]) -> list[str]:
     fields = doc.fields
     stamped = []
     for key, value in values.items():
+        if not key or type(key) is not str:
+            raise ValueError(f"a field name must be a non-empty string: {key!r}")
         if value is SERVER_TIMESTAMP:
             stamped.append(key)
         elif value is DELETE_FIELD:
