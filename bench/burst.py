@@ -248,6 +248,19 @@ def _round_trips(env: dict[str, str], calls: int) -> dict[str, Any]:
     return {"before_first": firsts, "total": totals, "sent": sent, "calls": calls}
 
 
+def _vs_floor(phase: dict, floor: dict, label: str, key: str, **target: Any) -> Row:
+    """A phase's figure against the floor notifier's in the same concurrency."""
+    return Row(
+        f"concurrency {phase['threads']}: {label}",
+        phase[key],
+        "ms",
+        **target,
+        baseline=floor[key],
+        baseline_label="floor notifier",
+        ratio=phase[key] / max(floor[key], 1e-9),
+    )
+
+
 def _phase(
     fcm: FakeFcmProcess, env: dict[str, str], threads: int, source: str | None, tag: str = ""
 ) -> dict:
@@ -341,46 +354,26 @@ def run(quick: bool = False) -> BenchResult:
             emulator.stop()
     expected = CALLS * DEVICES_PER_CALL
     for phase in phases:
-        floor = floors[phase["threads"]]
-        ok = phase["delivered"] == expected and phase["once"]
+        threads = phase["threads"]
+        floor, deployed = floors[threads], threads == DEPLOYED
         result.rows += [
             Row(
-                f"concurrency {phase['threads']}: pushes delivered, each device once",
+                f"concurrency {threads}: pushes delivered, each device once",
                 float(phase["delivered"]),
                 "pushes",
                 f"= {expected}",
-                ok,
+                phase["delivered"] == expected and phase["once"],
             ),
-            Row(
-                f"concurrency {phase['threads']}: p50, every device of a call rung",
-                phase["all_p50_ms"],
-                "ms",
-                baseline=floor["all_p50_ms"],
-                baseline_label="floor notifier",
-                ratio=phase["all_p50_ms"] / max(floor["all_p50_ms"], 1e-9),
+            _vs_floor(phase, floor, "p50, every device of a call rung", "all_p50_ms"),
+            _vs_floor(
+                phase,
+                floor,
+                "p99, every device of a call rung",
+                "all_p99_ms",
+                target="<= 1000" if deployed else "",
+                passed=at_least(1000 - phase["all_p99_ms"], 0) if deployed else None,
             ),
-            Row(
-                f"concurrency {phase['threads']}: p99, every device of a call rung",
-                phase["all_p99_ms"],
-                "ms",
-                target="<= 1000" if phase["threads"] == DEPLOYED else "",
-                passed=(
-                    at_least(1000 - phase["all_p99_ms"], 0)
-                    if phase["threads"] == DEPLOYED
-                    else None
-                ),
-                baseline=floor["all_p99_ms"],
-                baseline_label="floor notifier",
-                ratio=phase["all_p99_ms"] / max(floor["all_p99_ms"], 1e-9),
-            ),
-            Row(
-                f"concurrency {phase['threads']}: notifier CPU per ringing call",
-                phase["cpu_ms_per_call"],
-                "ms",
-                baseline=floor["cpu_ms_per_call"],
-                baseline_label="floor notifier",
-                ratio=phase["cpu_ms_per_call"] / max(floor["cpu_ms_per_call"], 1e-9),
-            ),
+            _vs_floor(phase, floor, "notifier CPU per ringing call", "cpu_ms_per_call"),
         ]
     for threads in (1, DEPLOYED):
         now, before = costs.get((threads, "now"), []), costs.get((threads, "before"), [])

@@ -7,6 +7,7 @@ the runner's reader (docs/benchmarks.md) judges them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.metadata
 import json
@@ -341,3 +342,28 @@ def children(pid: int) -> list[int]:
         except (OSError, ValueError):
             continue
     return out
+
+
+class PushSink:
+    """Minimal HTTP/1.1 keep-alive server for what the connector POSTs (CALL_EVENTS_PUSH_URL):
+    answers 204 at once and hands each body, with its arrival time, to `received`."""
+
+    def received(self, body: bytes, now: float) -> None:
+        raise NotImplementedError
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = await reader.readexactly(length)
+                now = time.time()
+                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                self.received(body, now)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()

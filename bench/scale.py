@@ -45,6 +45,7 @@ from bench.common import (
     PY,
     ROOT,
     BenchResult,
+    PushSink,
     Row,
     at_most,
     bench_env,
@@ -69,30 +70,16 @@ WARMUP = 100  # calls sent and not counted before the measured ones
 # relay process ------------------------------------------------------------------------------------
 
 
-class _Sink:
-    """Minimal HTTP/1.1 keep-alive server: stamps each request, answers 204."""
+class _Sink(PushSink):
+    """Stamps each call's first arrival."""
 
     def __init__(self) -> None:
         self.arrivals: dict[str, float] = {}
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                body = await reader.readexactly(length)
-                now = time.time()
-                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
-                linkedid = _linkedid(body)
-                if linkedid:
-                    self.arrivals.setdefault(linkedid, now)
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            writer.close()
+    def received(self, body: bytes, now: float) -> None:
+        linkedid = _linkedid(body)
+        if linkedid:
+            self.arrivals.setdefault(linkedid, now)
 
 
 def _linkedid(body: bytes) -> str | None:

@@ -38,6 +38,7 @@ from bench.common import (
     PROJECT,
     PY,
     ROOT,
+    PushSink,
     Row,
     at_most,
     bench_env,
@@ -92,36 +93,22 @@ def _relay_classes() -> Any:
     return WatchedRelay
 
 
-class _RingSink:
+class _RingSink(PushSink):
     """The connectors' CALL_EVENTS_PUSH_URL: counts ringing and ended events per call."""
 
     def __init__(self) -> None:
         self.rings: Counter[str] = Counter()
         self.ends: Counter[str] = Counter()
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def received(self, body: bytes, now: float) -> None:
         try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                body = await reader.readexactly(length)
-                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
-                try:
-                    doc = json.loads(body)
-                    event = json.loads(base64.b64decode(doc["message"]["data"]))
-                except (ValueError, KeyError, TypeError):
-                    continue
-                if event.get("kind") == "ringing":
-                    self.rings[str(event.get("linkedid"))] += 1
-                elif event.get("kind") == "ended":
-                    self.ends[str(event.get("linkedid"))] += 1
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            writer.close()
+            event = json.loads(base64.b64decode(json.loads(body)["message"]["data"]))
+        except (ValueError, KeyError, TypeError):
+            return
+        if event.get("kind") == "ringing":
+            self.rings[str(event.get("linkedid"))] += 1
+        elif event.get("kind") == "ended":
+            self.ends[str(event.get("linkedid"))] += 1
 
 
 async def _relay_main(count: int) -> None:
