@@ -8,11 +8,13 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 from devtools.emulators import FirestoreEmulator, PubSubEmulator
 from devtools.processes import free_port, notifier_command, stop_process, wait_for_port
+from functions.core.call_event import CallEvent, Kind
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -77,3 +79,22 @@ class NotifierProcess:
     def stop(self) -> None:
         stop_process(self.proc)
         self._log.close()
+
+
+def ringing_event(linkedid: str, relay_port: int, **changes: object) -> CallEvent:
+    """The tests' ringing call, now: the seed's caller dialling the demo number through the
+    relay on `relay_port` (`changes`: any other CallEvent field)."""
+    now = time.time()
+    event = CallEvent(
+        kind=Kind.RINGING,
+        relay=f"127.0.0.1:{relay_port}",
+        server_id=1,
+        linkedid=linkedid,
+        caller_number="01026132471",
+        caller_name="김철수",
+        dialled_number="07045144801",
+        channel="PJSIP/DKCT-000001b1",
+        occurred_at=now,
+        detected_at=now,
+    )
+    return replace(event, **changes) if changes else event  # type: ignore[arg-type]

@@ -31,7 +31,7 @@ from functions.core.call_event import CallEvent, Kind
 from tests.integration.conftest import PROJECT
 from tests.integration.scenario import EXPECTED_TOKENS, company, device, relay_access, write
 from tests.integration.test_lifecycle_notifier import deliver, pushes_of
-from tests.support import ROOT, eventually
+from tests.support import ROOT, eventually, ringing_event
 
 RELAY_PORT = 7001
 NUMBER = "07045144801"
@@ -149,19 +149,7 @@ def functions(functions_up, db) -> dict[str, FunctionProcess]:
 
 
 def ringing(linkedid: str, dialled: str = NUMBER) -> CallEvent:
-    now = time.time()
-    return CallEvent(
-        kind=Kind.RINGING,
-        relay=f"127.0.0.1:{RELAY_PORT}",
-        server_id=1,
-        linkedid=linkedid,
-        caller_number="01026132471",
-        caller_name="김철수",
-        dialled_number=dialled,
-        channel="PJSIP/DKCT-000001b1",
-        occurred_at=now,
-        detected_at=now,
-    )
+    return ringing_event(linkedid, RELAY_PORT, dialled_number=dialled)
 
 
 def id_token(uid: str, project: str = PROJECT) -> str:

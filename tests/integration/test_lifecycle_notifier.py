@@ -16,25 +16,13 @@ from functions.connector.adapters.eventarc_envelope import pubsub_cloudevent
 from functions.core.call_event import CallEvent, Kind
 from tests.integration.conftest import PROJECT
 from tests.integration.scenario import EXPECTED_TOKENS, company, write
-from tests.support import eventually
+from tests.support import eventually, ringing_event
 
 RELAY_PORT = 7001
 
 
 def ringing(linkedid: str) -> CallEvent:
-    now = time.time()
-    return CallEvent(
-        kind=Kind.RINGING,
-        relay=f"127.0.0.1:{RELAY_PORT}",
-        server_id=1,
-        linkedid=linkedid,
-        caller_number="01026132471",
-        caller_name="김철수",
-        dialled_number="07045144801",
-        channel="PJSIP/DKCT-000001b1",
-        occurred_at=now,
-        detected_at=now,
-    )
+    return ringing_event(linkedid, RELAY_PORT)
 
 
 def deliver(notifier, event: CallEvent) -> dict:

@@ -27,7 +27,7 @@ from functions.connector.adapters.event_publishers import PubSubPublisher
 from functions.core.call_event import CallEvent, Kind, parse_call_event
 from tests.integration.conftest import PROJECT
 from tests.integration.scenario import EXPECTED_TOKENS, company, write
-from tests.support import eventually
+from tests.support import eventually, ringing_event
 
 _names = itertools.count(1)
 
@@ -39,19 +39,7 @@ def same(a: CallEvent, b: CallEvent) -> bool:
 
 
 def event(linkedid: str, relay_port: int = 7099, kind: Kind = Kind.RINGING) -> CallEvent:
-    now = time.time()
-    return CallEvent(
-        kind=kind,
-        relay=f"127.0.0.1:{relay_port}",
-        server_id=1,
-        linkedid=linkedid,
-        caller_number="01026132471",
-        caller_name="김철수",
-        dialled_number="07045144801",
-        channel="PJSIP/x",
-        occurred_at=now,
-        detected_at=now,
-    )
+    return ringing_event(linkedid, relay_port, kind=kind)
 
 
 class Front:

@@ -25,27 +25,15 @@ from functions.notifier.app import build_notifier
 from functions.settings import load_settings
 from tests.integration.conftest import PROJECT
 from tests.integration.scenario import EXPECTED_TOKENS, company, write
-from tests.support import LOOPBACK_RELAYS, USER_DOCUMENTS
+from tests.support import LOOPBACK_RELAYS, USER_DOCUMENTS, ringing_event
 
 RELAY_PORT = 7003
 RPCS = ("commit", "batch_get_documents", "run_query", "get_document", "list_documents")
 
 
 def ringing(linkedid: str, kind: Kind = Kind.RINGING) -> CallEvent:
-    now = time.time()
-    return CallEvent(
-        kind=kind,
-        relay=f"127.0.0.1:{RELAY_PORT}",
-        server_id=1,
-        linkedid=linkedid,
-        caller_number="01026132471",
-        caller_name="김철수",
-        dialled_number="07045144801",
-        channel="PJSIP/x",
-        occurred_at=now,
-        detected_at=now,
-        outcome="no_answer" if kind is Kind.ENDED else "",
-    )
+    outcome = "no_answer" if kind is Kind.ENDED else ""
+    return ringing_event(linkedid, RELAY_PORT, kind=kind, outcome=outcome)
 
 
 @pytest.fixture
