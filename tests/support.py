@@ -51,11 +51,22 @@ def eventually(check: Callable[[], T], timeout: float = 10.0, interval: float = 
 
 class NotifierProcess:
     """main.py's `on_call_event` served by functions-framework, as Cloud Functions runs it (or
-    another file's, with `source`: the benchmarks' floor notifier)."""
+    another file's, with `source`: the benchmarks' floor notifier; or another target of main.py,
+    with `target` and `signature`: the app's endpoints)."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, source: str = "") -> None:
-        self.source = source
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        source: str = "",
+        *,
+        target: str = "on_call_event",
+        signature: str = "cloudevent",
+    ) -> None:
         self.port = free_port()
+        self.command = notifier_command(
+            self.port, source=source, target=target, signature=signature
+        )
         self.url = f"http://127.0.0.1:{self.port}/"
         self.env = {**os.environ, **env, "PORT": str(self.port)}
         self.log_path = log_path
@@ -64,7 +75,7 @@ class NotifierProcess:
     def start(self) -> NotifierProcess:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            notifier_command(self.port, source=self.source),
+            self.command,
             cwd=ROOT,
             env=self.env,
             stdout=self._log,

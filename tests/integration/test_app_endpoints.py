@@ -13,25 +13,21 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from devtools.processes import free_port, notifier_command, stop_process, wait_for_port
 from functions.core.call_event import CallEvent, Kind
 from tests.integration.conftest import PROJECT
 from tests.integration.scenario import EXPECTED_TOKENS, company, device, relay_access, write
 from tests.integration.test_lifecycle_notifier import deliver, pushes_of
-from tests.support import ROOT, eventually, ringing_event
+from tests.support import NotifierProcess, eventually, ringing_event
 
 RELAY_PORT = 7001
 NUMBER = "07045144801"
@@ -39,33 +35,6 @@ DCMIWS_ONLY_NUMBER = "0255501234"  # only oh (who listens to the relay in the ap
 PUBLIC_API_KEY = "AIzaSyCB4mI5Kj61f6E532vg46GnmnnCfsI9XIM"  # the app's, public by design
 TENANT_CACHE_SECONDS = 0.3
 EVERY_DEVICE = ["tok-kim-a", "tok-kim-b", "tok-lee", "tok-oh-a", "tok-oh-b"]  # park's: no claim
-
-
-class FunctionProcess:
-    """One target of main.py under functions-framework, on loopback."""
-
-    def __init__(self, target: str, signature: str, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.command = notifier_command(self.port, target=target, signature=signature)
-        self.env = {**os.environ, **env, "PORT": str(self.port)}
-        self.log_path = log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> FunctionProcess:
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            self.command, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-        wait_for_port(self.port, timeout=30, proc=self.proc)
-        return self
-
-    def log_lines(self) -> list[str]:
-        return self.log_path.read_text(errors="replace").splitlines()
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self._log.close()
 
 
 @pytest.fixture(scope="module")
@@ -85,17 +54,21 @@ def functions_env(emulator, fcm) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def functions_up(functions_env, tmp_path_factory) -> Iterator[dict[str, FunctionProcess]]:
+def functions_up(functions_env, tmp_path_factory) -> Iterator[dict[str, NotifierProcess]]:
     logs = tmp_path_factory.mktemp("app-endpoints")
     procs = {
-        "notifier": FunctionProcess(
-            "on_call_event", "cloudevent", functions_env, logs / "notifier.log"
+        "notifier": NotifierProcess(functions_env, logs / "notifier.log"),
+        "cancel": NotifierProcess(
+            functions_env,
+            logs / "cancel.log",
+            target="cancelIncomingCallNotification",
+            signature="http",
         ),
-        "cancel": FunctionProcess(
-            "cancelIncomingCallNotification", "http", functions_env, logs / "cancel.log"
-        ),
-        "send": FunctionProcess(
-            "sendIncomingCallNotification", "http", functions_env, logs / "send.log"
+        "send": NotifierProcess(
+            functions_env,
+            logs / "send.log",
+            target="sendIncomingCallNotification",
+            signature="http",
         ),
     }
     for proc in procs.values():
@@ -106,7 +79,7 @@ def functions_up(functions_env, tmp_path_factory) -> Iterator[dict[str, Function
 
 
 @pytest.fixture
-def functions(functions_up, db) -> dict[str, FunctionProcess]:
+def functions(functions_up, db) -> dict[str, NotifierProcess]:
     """The three functions over a clean emulator holding Acme: kim (two phones) and lee ring
     for the company number; oh listens to the relay in the app (DCMIWS mode) and is the only
     one claiming a second number; park is a member who claims neither."""
@@ -174,7 +147,7 @@ def id_token(uid: str, project: str = PROJECT) -> str:
 
 
 def cancel(
-    fn: FunctionProcess,
+    fn: NotifierProcess,
     data: Any,
     *,
     token: str | None = None,
@@ -202,7 +175,7 @@ def app_body(linkedid: str, **changes: str) -> dict[str, str]:
     }
 
 
-def send(fn: FunctionProcess, body: Any, **headers: str) -> httpx.Response:
+def send(fn: NotifierProcess, body: Any, **headers: str) -> httpx.Response:
     return httpx.post(
         fn.url,
         content=json.dumps(body),
@@ -471,10 +444,12 @@ def test_logs_say_why_and_mask_numbers(functions, fcm):
 
 
 @pytest.fixture(scope="module")
-def user_documents_send(functions_env, tmp_path_factory) -> Iterator[FunctionProcess]:
+def user_documents_send(functions_env, tmp_path_factory) -> Iterator[NotifierProcess]:
     env = {**functions_env, "TENANCY": "user_documents"}
     log = tmp_path_factory.mktemp("app-endpoints-ud") / "send.log"
-    proc = FunctionProcess("sendIncomingCallNotification", "http", env, log).start()
+    proc = NotifierProcess(
+        env, log, target="sendIncomingCallNotification", signature="http"
+    ).start()
     yield proc
     proc.stop()
 
