@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from proto.datetime_helpers import DatetimeWithNanoseconds
 
-from functions.notifier.adapters.direct_commit import WritePb, create_write, update_write
+from functions.notifier.adapters.direct_commit import create_write, update_write
 
 PATH = "projects/p/databases/(default)/documents/push_dedupe/abc"
 UTC = datetime.UTC
@@ -131,7 +131,3 @@ def test_random_documents_encode_as_the_client_does(doc):
     assert create_write(PATH, doc) == library_create(doc)
     if doc:
         assert update_write(PATH, doc, UPDATE_TIME) == library_update(doc, UPDATE_TIME)
-
-
-def test_the_write_type_is_the_clients():
-    assert type(create_write(PATH, {})) is WritePb
