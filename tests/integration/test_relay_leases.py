@@ -353,16 +353,11 @@ async def test_a_joiner_gets_its_share_by_hand_offs_idle_relays_first(clean: Non
 
         return gain, loss
 
-    async def hand_over(endpoint: str) -> None:  # a graceful close: still reading meanwhile
-        events.append((time.monotonic(), "a", "hand-over", endpoint))
-        await asyncio.sleep(0.05)
-
     ring_window = 1.5
     ka = LeaseKeeper(
         instance("a"),
         calls_in_progress=lambda e: int(e in busy),
         ring_window=ring_window,
-        hand_over=hand_over,
     )
     kb = LeaseKeeper(instance("b"), ring_window=ring_window)
     ta = asyncio.create_task(ka.run(lambda: relays, *callbacks("a")))
@@ -383,14 +378,10 @@ async def test_a_joiner_gets_its_share_by_hand_offs_idle_relays_first(clean: Non
     # never two readers of a relay, and each hand-off left it unread only briefly
     readers: dict[str, str] = {}
     gaps = []
-    moved = [e for _, who, what, e in events if what == "hand-over"]
-    assert sorted(moved) == sorted(kb.held)  # each move closed gracefully first ...
-    for endpoint in moved:  # ... then stopped, then taken
+    for endpoint in kb.held:  # each move: stopped, then taken
         kinds = [(who, what) for _, who, what, e in events if e == endpoint]
-        assert kinds[-3:] == [("a", "hand-over"), ("a", "loss"), ("b", "gain")], kinds
+        assert kinds[-2:] == [("a", "loss"), ("b", "gain")], kinds
     for t, who, what, endpoint in events:
-        if what == "hand-over":
-            continue
         if what == "gain":
             assert endpoint not in readers, f"{who} gained {endpoint} held by {readers}"
             readers[endpoint] = who

@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -418,7 +418,6 @@ _HEARTBEAT = "<heartbeat>"  # in-flight key of the heartbeat call
 _SCAN = "<survey>"  # in-flight key of the look at the live instances and the leases to take
 _ACQUIRE = "<acquire>"  # in-flight key of a batch of acquisitions
 MOVE_GROUP = 50  # relays stopped and released together when handing off
-HAND_OVER_TIMEOUT = 2.0  # seconds a relay's graceful close may take before it is just stopped
 FULL_SCAN_EVERY = 30.0  # seconds between re-reads of every wanted lease held by a live instance
 _UNKNOWN = object()  # a relay whose lease we have not read yet
 # the released-leases query of a survey, beside its live-instances query
@@ -466,11 +465,6 @@ class LeaseKeeper:
     has in progress: relays with none are handed off first, busy ones only after waiting a ring
     window (`ring_window`). While a hand-off to it is expected, the keeper looks every
     `fast_every` instead of every `renew_every`, so a moving relay is unread only briefly.
-
-    `hand_over(endpoint)` (optional, awaited, at most HAND_OVER_TIMEOUT) runs before on_loss
-    for a relay handed to another instance: close the connection and keep reading until the
-    relay acknowledges the close, so the frames it sent before are not lost. Only then is the
-    lease released (never two readers). Fencing (a lapse, a stop) never waits for it.
     """
 
     def __init__(
@@ -481,7 +475,6 @@ class LeaseKeeper:
         calls_in_progress: Callable[[str], int] | None = None,
         ring_window: float | None = None,
         balance: BalancePolicy | None = None,
-        hand_over: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.leases = leases
         self.policy = leases.policy
@@ -491,7 +484,6 @@ class LeaseKeeper:
             self.balance = dataclasses.replace(self.balance, ring_window=ring_window)
         self.fast_every = max(0.05, self.policy.renew_every / 20)
         self._calls_in_progress = calls_in_progress or (lambda endpoint: 0)
-        self._hand_over = hand_over
         self._held: dict[str, int] = {}
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._deadline: asyncio.TimerHandle | None = None  # None: no live heartbeat
@@ -768,8 +760,6 @@ class LeaseKeeper:
         # unread for its own group's write and its taker's next look, not for all of them.
         for start in range(0, len(moving), MOVE_GROUP):
             group = [(e, t) for e, t in moving[start : start + MOVE_GROUP] if e in self._held]
-            if self._hand_over is not None and group:
-                await self._hand_over_all([e for e, _ in group])
             releases = []
             for endpoint, target in group:
                 if endpoint not in self._held:
@@ -782,19 +772,6 @@ class LeaseKeeper:
             if releases:
                 await self._release(releases)
         self._publish_load_soon()
-
-    async def _hand_over_all(self, endpoints: list[str]) -> None:
-        assert self._hand_over is not None
-        results = await asyncio.gather(
-            *(asyncio.wait_for(self._hand_over(e), HAND_OVER_TIMEOUT) for e in endpoints),
-            return_exceptions=True,
-        )
-        for endpoint, result in zip(endpoints, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning(
-                    "relay hand-over did not finish; stopping it",
-                    extra=fields(relay=endpoint, error=f"{type(result).__name__}: {result}"),
-                )
 
     def _calls(self, endpoint: str) -> int:
         try:
