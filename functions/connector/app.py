@@ -407,6 +407,7 @@ class Connector:
             # why the address policy refuses to connect (state "refused"), else None
             "refused_reason": rt.client.status.refused_reason or None,
             "active_calls": rt.ingest.tracker.active_calls,
+            "stale_rings": rt.ingest.tracker.stale_rings,  # ringing frames too late to ring
             **rt.ingest.stats.as_dict(),
             **(
                 {

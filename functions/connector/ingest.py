@@ -49,7 +49,6 @@ class RelayStats:
     pbx_link: str = ""
     pbx_link_since: float | None = None
     gaps: int = 0  # reconnects and PBX re-logins: events may have been lost
-    stale_rings: int = 0  # ringing frames delivered too late to ring (a backlog)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -63,7 +62,6 @@ class RelayStats:
             "pbx_link": self.pbx_link,
             "pbx_link_since": self.pbx_link_since,
             "gaps": self.gaps,
-            "stale_rings": self.stale_rings,
         }
 
 
@@ -123,7 +121,7 @@ class RelayIngest:
             log.exception("call tracker failed on a frame", extra=fields(relay=self.relay))
             return []
         if tracker.stale_rings != stale:
-            self._stale_ring()
+            self._log_stale_ring()
         if events:
             self.stats.events += len(events)
             self.stats.last_event_at = now
@@ -207,8 +205,7 @@ class RelayIngest:
                 ),
             )
 
-    def _stale_ring(self) -> None:
-        self.stats.stale_rings += 1
+    def _log_stale_ring(self) -> None:
         server_id, linkedid, lateness = self.tracker.last_stale or (0, "", 0.0)
         log.warning(
             "ringing frame arrived too late to ring",

@@ -230,7 +230,7 @@ async def test_an_ami_1_3_call_is_ended_by_its_hangup(relay, db, fcm, make_conne
 async def test_a_backlogged_ring_rings_nobody_and_a_skewed_pbx_clock_still_rings(
     relay, db, fcm, make_connector
 ):
-    await setup(relay, db, make_connector)
+    conn = await setup(relay, db, make_connector)
     now = time.time()
     # frames stamped by a PBX in step with us, then a ring stamped 10 minutes before them
     for n in range(3):
@@ -240,6 +240,7 @@ async def test_a_backlogged_ring_rings_nobody_and_a_skewed_pbx_clock_still_rings
     await relay.broadcast(orjson.dumps(stale))
     await rung(relay, fcm, "fresh.1")  # delivered after it: proof the stale one was handled
     assert pushes(fcm, "backlog.1", "incoming_call") == []
+    assert conn.relay_report(conn.relays[f"127.0.0.1:{relay.port}"])["stale_rings"] == 1
 
     skewed = await DemoRelay().start()  # a PBX five hours behind, consistently
     try:
