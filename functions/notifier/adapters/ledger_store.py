@@ -50,7 +50,7 @@ class LedgerStore:
         self._lock = threading.Lock()
         self._written: OrderedDict[str, tuple[Record, Any]] = OrderedDict()
 
-    def _ref(self, event: CallEvent) -> firestore.DocumentReference:
+    def ref(self, event: CallEvent) -> firestore.DocumentReference:
         return self.client.collection(LEDGER).document(event.call_hash)
 
     @staticmethod
@@ -62,7 +62,7 @@ class LedgerStore:
         }
         if event.kind is Kind.RINGING:
             # ...and can end them (functions/connector/adapters/rung_calls.py)
-            base["ring"] = orjson.loads(event.to_json())
+            base["ring"] = ringing_fields(event)
         return base
 
     def _create(
@@ -75,8 +75,8 @@ class LedgerStore:
         new, result = decide(None)
         if new is None:
             return False, None
-        ref = self._ref(event)
-        stored = {**new, "version": 1, "expiresAt": datetime.now(UTC) + RECORD_TTL}
+        ref = self.ref(event)
+        stored = _stored(new, version=1)
         try:
             update_time = (
                 self.direct.create(ref, stored) if self.direct else ref.create(stored).update_time
@@ -103,13 +103,9 @@ class LedgerStore:
         """The update that turns `record` into `new`: the top-level fields that changed (the
         ringing event and the call's ids are written once, not with every change) and the
         dropped ones deleted."""
-        version = int(record.get("version", 0)) + 1
-        stored = {**new, "version": version, "expiresAt": datetime.now(UTC) + RECORD_TTL}
+        stored = _stored(new, version=int(record.get("version", 0)) + 1)
         changed = {key: value for key, value in stored.items() if record.get(key) != value}
         return {**changed, **{key: firestore.DELETE_FIELD for key in record if key not in stored}}
-
-    def ref(self, event: CallEvent) -> firestore.DocumentReference:
-        return self._ref(event)
 
     def _commit(
         self, event: CallEvent, decide: Callable[[Record | None], tuple[Record | None, T]]
@@ -118,7 +114,7 @@ class LedgerStore:
         time as the precondition, or `create` when there was none); else read again. Atomic on
         Firestore without a transaction's locks: two notifier instances on one call never wait
         for each other (the Firestore emulator ends such a lock conflict only after 2 s)."""
-        ref = self._ref(event)
+        ref = self.ref(event)
         for _ in range(MAX_ATTEMPTS):
             snap = ref.get()
             record = snap.to_dict() if snap.exists else None
@@ -127,7 +123,7 @@ class LedgerStore:
                 return result
             try:
                 if record is None:
-                    ref.create({**new, "version": 1, "expiresAt": datetime.now(UTC) + RECORD_TTL})
+                    ref.create(_stored(new, version=1))
                 else:
                     # what changed, fields the decision dropped deleted, only if unchanged
                     ref.update(
@@ -227,8 +223,13 @@ class LedgerStore:
         return self._commit(event, decide)
 
 
+def _stored(new: Record, *, version: int) -> dict[str, Any]:
+    """A record as written: its version and, for the TTL policy, when it expires."""
+    return {**new, "version": version, "expiresAt": datetime.now(UTC) + RECORD_TTL}
+
+
 def ringing_fields(event: CallEvent) -> dict[str, Any]:
-    """The ringing event as the map stored in its ledger record (`ring`, as _base keeps it)."""
+    """The ringing event as the map stored in its ledger record (`ring`)."""
     return orjson.loads(event.to_json())
 
 
