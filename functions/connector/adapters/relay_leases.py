@@ -502,7 +502,11 @@ class LeaseKeeper:
         self._expecting = False  # a hand-off to us is planned: look often
         self.loads: dict[str, int] = {}  # the last view: live session -> relays held
         self.moved_out = 0  # relays handed to other instances
-        self.held_back = 0  # relays with calls in progress whose hand-off waits
+
+    @property
+    def held_back(self) -> int:
+        """Relays with calls in progress whose hand-off waits."""
+        return len(self._deferred)
 
     @property
     def held(self) -> dict[str, int]:
@@ -733,13 +737,11 @@ class LeaseKeeper:
         if count <= 0 or now < self._calm_until:
             if count <= 0:
                 self._deferred = {}
-                self.held_back = 0
             return
         calls = {e: self._calls(e) for e in self._held}
         chosen, self._deferred = choose_to_shed(
             self._held, count, calls, self._deferred, now, self.balance.ring_window
         )
-        self.held_back = len(self._deferred)
         targets = assign(chosen, mine, session)
         if not targets:
             return
@@ -752,7 +754,7 @@ class LeaseKeeper:
                 moved=len(targets),
                 to=sorted(set(targets.values())),
                 held=len(self._held) - len(targets),
-                held_back_busy=len(self._deferred),
+                held_back_busy=self.held_back,
             ),
         )
         self._calm_until = now + self.balance.cooldown
