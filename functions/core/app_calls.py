@@ -16,7 +16,7 @@ from typing import Any
 
 from functions.core import ledger
 from functions.core.call_event import CallEvent
-from functions.core.numbers import same_number
+from functions.core.numbers import same_as_given
 
 # Why a user stopped the call on one device; the app sends "answered" or "rejected" (and names
 # "timeout" in its documentation). Anything else is refused rather than pushed to devices.
@@ -125,11 +125,6 @@ def call_of_user(
     return max(rung, key=lambda item: item[0].detected_at)
 
 
-def _same(a: str, b: str, region: str) -> bool:
-    digits_a, digits_b = "".join(c for c in a if c.isdigit()), "".join(c for c in b if c.isdigit())
-    return (bool(digits_a) and digits_a == digits_b) or same_number(a, b, region)
-
-
 def call_to_ring(
     calls: Sequence[tuple[CallEvent, Mapping[str, Any]]], request: RingRequest, region: str
 ) -> CallEvent:
@@ -140,8 +135,8 @@ def call_to_ring(
     matching = [
         (event, record)
         for event, record in calls
-        if _same(request.receiver_number, event.dialled_number, region)
-        and _same(request.caller_number, event.caller_number, region)
+        if same_as_given(request.receiver_number, event.dialled_number, region)
+        and same_as_given(request.caller_number, event.caller_number, region)
     ]
     if not matching:
         raise Refused("not-found", "Call not found", "call_does_not_match")

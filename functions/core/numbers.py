@@ -56,3 +56,11 @@ def e164(number: str, region: str = "KR") -> str | None:
 def same_number(a: str, b: str, region: str = "KR") -> bool:
     na, nb = normalize(a, region), normalize(b, region)
     return bool(na) and na == nb
+
+
+def same_as_given(a: str, b: str, region: str = "KR") -> bool:
+    """`same_number`, or the same digits however they are spelled: for a number the app copied
+    from what the PBX sent ("12025550100" is "+1 202 555 0100" written without its plus, though
+    parsed in Korea it would be another number)."""
+    digits_a = _digits(a)
+    return (bool(digits_a) and digits_a == _digits(b)) or same_number(a, b, region)

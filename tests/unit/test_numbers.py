@@ -1,6 +1,6 @@
 import pytest
 
-from functions.core.numbers import normalize, same_number
+from functions.core.numbers import normalize, same_as_given, same_number
 
 
 @pytest.mark.parametrize(
@@ -35,3 +35,12 @@ def test_short_codes_and_garbage_compare_by_digits_only():
     assert not same_number("", "")
     assert normalize("abc") == ""
     assert same_number("1010", "1010")
+
+
+def test_same_as_given_is_same_number_or_the_same_digits():
+    assert same_as_given("010-2613-2471", "01026132471")  # the same digits
+    assert same_as_given("+82 10 2613 2471", "01026132471")  # the same number
+    assert same_as_given("+1 202 555 0100", "12025550100")  # as given, without its plus
+    assert not same_number("+1 202 555 0100", "12025550100")  # parsed in Korea: another one
+    assert not same_as_given("01026132471", "01026132472")
+    assert not same_as_given("", "")
