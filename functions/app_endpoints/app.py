@@ -12,7 +12,6 @@ from typing import Any
 
 from google.cloud import firestore
 
-from functions.adapters.relay_access import RelayAccessReader
 from functions.adapters.tenant_directory import TenantDirectory
 from functions.app_endpoints import callable_protocol as cp
 from functions.app_endpoints.dcmiws_directory import DcmiwsDirectory
@@ -23,7 +22,6 @@ from functions.core.app_calls import parse_ring as parse_ring_request
 from functions.log import configure_logging, fields
 from functions.notifier.adapters.background_loop import BackgroundLoop
 from functions.notifier.adapters.fcm_sender import FcmSender, init_firebase_app
-from functions.notifier.adapters.firestore_directory import FirestoreDirectory
 from functions.notifier.adapters.history_store import HistoryStore
 from functions.notifier.adapters.ledger_store import LedgerStore
 from functions.notifier.service import Notifier
@@ -46,33 +44,21 @@ def build_endpoints(settings: Settings) -> Endpoints:
     client = firestore.Client(project=settings.project)
     app = init_firebase_app(settings.project, settings.fcm_endpoint, name="app_endpoints")
     tenants = TenantDirectory.for_settings(client, settings, pool)
-    relay_access = RelayAccessReader(client) if settings.tenancy == "user_documents" else None
     ledger = LedgerStore(client)
     history = HistoryStore(client, pool)
     sender = FcmSender(app, BackgroundLoop("fcm"))
-
-    def notifier(directory: FirestoreDirectory, history: Any) -> Notifier:
-        return Notifier(
-            directory=directory,
-            sender=sender,
-            history=history,
-            ledger=ledger,
-            ring_window=settings.ring_window_seconds,
-            missed_notifications=settings.missed_call_notifications,
-        )
-
-    plain = FirestoreDirectory(
-        client, pool, settings.default_region, tenants=tenants, relay_access=relay_access
-    )
-    dcmiws = DcmiwsDirectory(
-        client, pool, settings.default_region, tenants=tenants, relay_access=relay_access
+    # user-documents mode (no tenants): the directory reads relay_access itself
+    dcmiws = DcmiwsDirectory(client, pool, settings.default_region, tenants=tenants)
+    notifier = Notifier(
+        directory=dcmiws,
+        sender=sender,
+        history=JoiningHistory(history),
+        ledger=ledger,
+        ring_window=settings.ring_window_seconds,
+        missed_notifications=settings.missed_call_notifications,
     )
     service = AppCallService(
-        calls=ledger,
-        history=history,
-        notifier=notifier(plain, history),
-        ring_notifier=notifier(dcmiws, JoiningHistory(history)),
-        region=settings.default_region,
+        calls=ledger, history=history, notifier=notifier, region=settings.default_region
     )
     return Endpoints(service, IdTokenVerifier(app))
 

@@ -95,8 +95,9 @@ def _failures(report: Report, kind: str) -> int:
 class AppCallService:
     calls: Calls
     history: History
-    notifier: Notifier  # sends the cancels (retries, dead tokens)
-    ring_notifier: Notifier  # the notifier's ring, on a directory that keeps DCMIWS users
+    # the notifier's ring, on a directory that keeps DCMIWS users; also sends the cancels
+    # (its retries and dead-token pruning)
+    notifier: Notifier
     region: str
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
@@ -155,7 +156,7 @@ class AppCallService:
                 receiver=mask_number(request.receiver_number),
             )
             raise
-        ringer = self.ring_notifier
+        ringer = self.notifier
         if uid is not None:
             ringer = replace(ringer, directory=OnlyUser(ringer.directory, uid))
         report = ringer.handle(event)

@@ -12,7 +12,6 @@ from typing import Any
 
 from google.cloud import firestore
 
-from functions.adapters.relay_access import RelayAccessReader
 from functions.adapters.tenant_directory import TenantDirectory
 from functions.core.call_event import CallEvent, InvalidCallEvent, parse_call_event
 from functions.log import configure_logging, fields
@@ -46,12 +45,9 @@ def build_notifier(settings: Settings) -> Notifier:
             pool,
             settings.default_region,
             cache_seconds=settings.recipient_cache_seconds,
+            # None in user-documents mode: the directory then rings only users whose relay
+            # settings were accepted (relay_access, read with the same cache)
             tenants=TenantDirectory.for_settings(client, settings, pool),
-            relay_access=(  # user-documents mode: only users whose relay settings were accepted
-                RelayAccessReader(client, settings.recipient_cache_seconds)
-                if settings.tenancy == "user_documents"
-                else None
-            ),
         ),
         sender=FcmSender(app, BackgroundLoop("fcm")),
         history=history,

@@ -246,9 +246,7 @@ def service(calls: Calls, clock: list[float] | None = None) -> tuple[AppCallServ
         clock[0] += seconds
 
     notifier = bare_notifier(sender, clock=lambda: clock[0])
-    svc = AppCallService(
-        calls, History(), notifier, notifier, "KR", clock=lambda: clock[0], sleep=sleep
-    )
+    svc = AppCallService(calls, History(), notifier, "KR", clock=lambda: clock[0], sleep=sleep)
     return svc, sender
 
 
