@@ -14,7 +14,6 @@ from google.cloud import firestore
 
 from functions.adapters.tenant_directory import TenantDirectory
 from functions.app_endpoints import callable_protocol as cp
-from functions.app_endpoints.dcmiws_directory import DcmiwsDirectory
 from functions.app_endpoints.id_tokens import IdTokenVerifier, InvalidIdToken
 from functions.app_endpoints.service import AppCallService, JoiningHistory
 from functions.core.app_calls import RING_REQUIRED, Refused, missing_ring_fields, parse_cancel
@@ -22,6 +21,7 @@ from functions.core.app_calls import parse_ring as parse_ring_request
 from functions.log import configure_logging, fields
 from functions.notifier.adapters.background_loop import BackgroundLoop
 from functions.notifier.adapters.fcm_sender import FcmSender, init_firebase_app
+from functions.notifier.adapters.firestore_directory import FirestoreDirectory
 from functions.notifier.adapters.history_store import HistoryStore
 from functions.notifier.adapters.ledger_store import LedgerStore
 from functions.notifier.service import Notifier
@@ -47,8 +47,12 @@ def build_endpoints(settings: Settings) -> Endpoints:
     ledger = LedgerStore(client)
     history = HistoryStore(client, pool)
     sender = FcmSender(app, BackgroundLoop("fcm"))
-    # user-documents mode (no tenants): the directory reads relay_access itself
-    dcmiws = DcmiwsDirectory(client, pool, settings.default_region, tenants=tenants)
+    # the notifier's rules, but users who listen to the relay in the app ring too: the device
+    # holding the relay connection asks for their other devices. In user-documents mode (no
+    # tenants) the directory reads relay_access itself.
+    dcmiws = FirestoreDirectory(
+        client, pool, settings.default_region, tenants=tenants, ring_dcmiws=True
+    )
     notifier = Notifier(
         directory=dcmiws,
         sender=sender,

@@ -98,14 +98,22 @@ def matching_extensions(
 
 
 def user_skip_reason(
-    user: Doc | None, settings: Doc | None, relay: str, server_id: int, *, check_relay: bool = True
+    user: Doc | None,
+    settings: Doc | None,
+    relay: str,
+    server_id: int,
+    *,
+    check_relay: bool = True,
+    ring_dcmiws: bool = False,
 ) -> str:
     """Why a user who owns the number is not rung for a call from (relay, server_id), or "".
-    `check_relay=False` (directory mode): the directory already said the user belongs there."""
+    `check_relay=False` (directory mode): the directory already said the user belongs there.
+    `ring_dcmiws`: users who listen to the relay in the app are rung too (the app's
+    sendIncomingCallNotification, asked by the device that holds the relay connection)."""
     if user is None:
         return "no_user_document"
     if not check_relay:
-        return _gate_reason(user, settings)
+        return _gate_reason(user, settings, ring_dcmiws)
     try:
         spec = relay_from_user(user)
         user_server = server_id_of_user(user)
@@ -115,14 +123,14 @@ def user_skip_reason(
         return "no_relay_configured"
     if spec.endpoint != relay or user_server != server_id:
         return "other_pbx"
-    return _gate_reason(user, settings)
+    return _gate_reason(user, settings, ring_dcmiws)
 
 
-def _gate_reason(user: Doc, settings: Doc | None) -> str:
+def _gate_reason(user: Doc, settings: Doc | None, ring_dcmiws: bool) -> str:
     """The app's own gates, which a user (or the app) sets."""
     if _is_false(user.get("isActive")):
         return "suspended"
-    if _is_true(user.get("dcmiwsEnabled")):
+    if not ring_dcmiws and _is_true(user.get("dcmiwsEnabled")):
         return "dcmiws_enabled"
     if settings is not None and _is_false(settings.get("pushEnabled")):
         return "push_disabled"
@@ -185,12 +193,18 @@ def select_recipients(
     server_id: int,
     selection: Selection,
     check_relay: bool = True,
+    ring_dcmiws: bool = False,
 ) -> Selection:
     """Apply the rules to everything fetched for the users whose extension matched."""
     for user_id, extension in matched.items():
         user = users.get(user_id)
         reason = user_skip_reason(
-            user, settings.get(user_id), relay, server_id, check_relay=check_relay
+            user,
+            settings.get(user_id),
+            relay,
+            server_id,
+            check_relay=check_relay,
+            ring_dcmiws=ring_dcmiws,
         )
         if reason:
             selection.skipped.append(Skip(user_id, reason))

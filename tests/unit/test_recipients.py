@@ -129,3 +129,26 @@ def test_select_recipients_end_to_end_rules():
         ("u2", "no_devices"),
         ("u3", "suspended"),
     }
+
+
+def test_the_app_endpoints_ring_dcmiws_users_and_keep_every_other_gate():
+    listening = {**USER, "dcmiwsEnabled": True}
+    for check_relay in (True, False):
+        assert user_skip_reason(listening, None, RELAY, 1, check_relay=check_relay) == (
+            "dcmiws_enabled"
+        )
+        assert (
+            user_skip_reason(listening, None, RELAY, 1, check_relay=check_relay, ring_dcmiws=True)
+            == ""
+        )
+    assert (
+        user_skip_reason({**listening, "isActive": False}, None, RELAY, 1, ring_dcmiws=True)
+        == "suspended"
+    )
+    assert (
+        user_skip_reason(listening, {"pushEnabled": False}, RELAY, 1, ring_dcmiws=True)
+        == "push_disabled"
+    )
+    assert user_skip_reason({**listening, "amiServerId": 2}, None, RELAY, 1, ring_dcmiws=True) == (
+        "other_pbx"
+    )

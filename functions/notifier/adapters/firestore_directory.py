@@ -69,12 +69,15 @@ class FirestoreDirectory:
         clock: Callable[[], float] = time.monotonic,
         tenants: TenantDirectory | None = None,
         relay_access: RelayAccessReader | None = None,
+        ring_dcmiws: bool = False,
     ) -> None:
         """With `tenants`, directory mode; without, user-documents mode, where `relay_access`
         (by default a reader caching for `cache_seconds`) says who names each relay and whose
-        own relay settings it accepted: only they are rung."""
+        own relay settings it accepted: only they are rung. `ring_dcmiws`: users who listen to
+        the relay in the app are rung too (the app's endpoints; the notifier skips them)."""
         self.client = client
         self.tenants = tenants
+        self.ring_dcmiws = ring_dcmiws
         if tenants is None and relay_access is None:
             relay_access = RelayAccessReader(client, cache_seconds)
         self.relay_access = relay_access
@@ -161,6 +164,7 @@ class FirestoreDirectory:
             server_id=event.server_id,
             selection=selection,
             check_relay=self.tenants is None,
+            ring_dcmiws=self.ring_dcmiws,
         )
         if access is not None:  # user-documents mode: only those whose settings it accepted
             selection = filter_by_access(selection, access)
