@@ -27,6 +27,7 @@ from functions.admin.documents import (
     USERS,
     Documents,
 )
+from functions.connector.adapters.relay_status import status_doc_id
 from functions.core.address_policy import UNRESOLVABLE, Refusal, first_refusal
 from functions.core.numbers import e164
 from functions.core.recipients import (
@@ -500,8 +501,9 @@ class _Checker:
                     )
         if not users:
             return
-        access_path = _path(RELAY_ACCESS, endpoint.replace("/", "_"))
-        record = self.docs.relay_access.get(endpoint.replace("/", "_"))
+        doc_id = status_doc_id(endpoint)  # where the connector writes it (relay_access.py)
+        access_path = _path(RELAY_ACCESS, doc_id)
+        record = self.docs.relay_access.get(doc_id)
         if record is None:
             self.add(
                 access_path,

@@ -23,15 +23,15 @@ from typing import Any
 from functions.admin.explain import Explanation, explain, parse_relay
 from functions.connector.app import build_publisher
 from functions.core.call_event import CallEvent, Kind, Outcome
-from functions.core.ledger import FAILED, SENT
-from functions.notifier.adapters.ledger_store import LEDGER
+from functions.core.ledger import FAILED, SENT, devices_of
+from functions.notifier.adapters.ledger_store import LedgerStore
 from functions.settings import Settings
 
 TEST_PREFIX = "admin-test-"
 TEST_CHANNEL = "Admin/test-call"
 TEST_CALLER_NAME = "관리자 테스트"
 TEST_CALLER_NUMBER = "0000"
-POLL = 0.02  # seconds between ledger reads: the latency's resolution
+POLL = 0.05  # seconds between ledger reads: the latency's resolution
 
 
 @dataclass
@@ -91,7 +91,7 @@ def transport_of(settings: Settings) -> str:
 
 
 def _ledger(db: Any, event: CallEvent) -> dict[str, Any]:
-    snap = db.collection(LEDGER).document(event.call_hash).get(timeout=10)
+    snap = LedgerStore(db).ref(event).get(timeout=10)
     return (snap.to_dict() or {}) if snap.exists else {}
 
 
@@ -112,7 +112,7 @@ async def _run(db: Any, settings: Settings, result: RingResult, event: CallEvent
     def served(record: dict[str, Any]) -> bool:
         done = {
             e.get("docId")
-            for e in record.get("devices", {}).values()
+            for e in devices_of(record).values()
             if e.get("incoming") in (SENT, FAILED)
         }
         return expected <= done
@@ -124,7 +124,7 @@ async def _run(db: Any, settings: Settings, result: RingResult, event: CallEvent
         record = await _wait(db, event, served, started + wait)
         if served(record):
             result.latency_ms = round((time.monotonic() - started) * 1000, 1)
-        entries = sorted(record.get("devices", {}).values(), key=lambda e: str(e.get("docId")))
+        entries = sorted(devices_of(record).values(), key=lambda e: str(e.get("docId")))
         result.devices = [
             {"user": e.get("userId"), "device": e.get("docId"), "push": e.get("incoming")}
             for e in entries
@@ -141,15 +141,13 @@ async def _run(db: Any, settings: Settings, result: RingResult, event: CallEvent
         pushed = {d["device"] for d in result.devices if d["push"] == SENT}
 
         def over(record: dict[str, Any]) -> bool:
-            cancelled = {
-                e.get("docId") for e in record.get("devices", {}).values() if e.get("cancel")
-            }
+            cancelled = {e.get("docId") for e in devices_of(record).values() if e.get("cancel")}
             return bool(record.get("over")) and pushed <= cancelled
 
         record = await _wait(db, event, over, time.monotonic() + wait)
         result.ended = bool(record.get("over"))
         result.cancelled = sorted(
-            str(e.get("docId")) for e in record.get("devices", {}).values() if e.get("cancel")
+            str(e.get("docId")) for e in devices_of(record).values() if e.get("cancel")
         )
     finally:
         await publisher.close()
