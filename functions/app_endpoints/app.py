@@ -114,9 +114,6 @@ def cancel_incoming_call(request: cp.HttpRequest) -> cp.HttpReply:
         return _response(cp.error("unavailable", "try again"))
 
 
-HTTP_STATUS = {"invalid-argument": 400, "unauthenticated": 401, "not-found": 404}
-
-
 def _json(status: int, body: dict[str, Any]) -> cp.HttpReply:
     return _response(cp.Reply(status, body))
 
@@ -147,7 +144,7 @@ def send_incoming_call(request: cp.HttpRequest) -> cp.HttpReply:
             reply["receiverNumber"] = ring.receiver_number
         else:
             reply["linkedid"] = ring.linkedid
-        return _json(HTTP_STATUS.get(refused.code, 400), reply)
+        return _json(cp.STATUS_HTTP.get(refused.code, 400), reply)  # the callables' statuses
     except Exception:
         log.exception("sendIncomingCallNotification failed")
         return _json(500, {"error": "Internal error"})
