@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from functions.adapters.relay_access import RelayAccessReader
 from functions.adapters.tenant_directory import TenantDirectory
 from functions.admin.documents import EXTENSIONS, SETTINGS, USERS
 from functions.admin.firestore_reader import read_collection, read_document
@@ -91,10 +90,8 @@ def notifier_directory(
     """The notifier's recipient lookup, wired as functions.notifier.app wires it (no caches)."""
     region = settings.default_region
     tenants = TenantDirectory(db, region, pool) if settings.tenancy == "directory" else None
-    access = RelayAccessReader(db, 0.0) if tenants is None else None
-    directory = FirestoreDirectory(
-        db, pool, region, cache_seconds=0.0, tenants=tenants, relay_access=access
-    )
+    # without tenants (user-documents mode) it reads relay_access itself, uncached too
+    directory = FirestoreDirectory(db, pool, region, cache_seconds=0.0, tenants=tenants)
     return directory, tenants
 
 
